@@ -1,0 +1,82 @@
+"""Pruning removal attacks."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ownmark.attacks.base import ATTACKS, timed
+from ownmark.core import Cost
+from ownmark.data import ImageSet
+from ownmark.errors import require_in_range
+from ownmark.train import Engine
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Share of prunable weights (conv and linear weights, all layers together) set to zero."""
+
+    amount: float = 0.5
+
+    def __post_init__(self) -> None:
+        require_in_range(self, "amount", 0.0, 1.0, high_open=True)
+
+
+def prunable_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of every conv and linear layer (biases and normalisation are kept)."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))]
+
+
+def global_l1_prune(model: nn.Module, amount: float) -> int:
+    """Zero the ``amount`` share of prunable weights with the smallest magnitude, ranked across
+    all layers together; returns how many weights were zeroed. Changes ``model`` in place."""
+    weights = prunable_weights(model)
+    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
+    count = int(amount * magnitudes.numel())
+    if count == 0:
+        return 0
+    # rank by magnitude, ties broken by position, so exactly ``count`` weights are zeroed
+    drop = torch.zeros(magnitudes.numel(), dtype=torch.bool)
+    drop[torch.argsort(magnitudes, stable=True)[:count]] = True
+    with torch.no_grad():
+        start = 0
+        for w in weights:
+            size = w.numel()
+            w.view(-1)[drop[start : start + size]] = 0.0
+            start += size
+    return count
+
+
+@ATTACKS.register("prune")
+class Prune:
+    """Global L1 unstructured pruning of a copy of the victim (no data needed).
+
+    Reference:
+        Han, Pool, Tran, Dally, "Learning both Weights and Connections for Efficient Neural
+        Networks", NeurIPS 2015, arXiv:1506.02626; used as a removal attack by Uchida et al. 2017
+        and Lukas et al., "SoK: How Robust is Image Classification Deep Neural Network
+        Watermarking?", IEEE S&P 2022, arXiv:2108.04974.
+    Example:
+        >>> from ownmark.models import ModelSpec
+        >>> pruned, cost = Prune(PruneConfig(amount=0.5))(ModelSpec("cnn2", 1, 10, 28).build(), None, seed=0)
+        >>> cost.details["zeroed"] > 0
+        True
+    """
+
+    access = "white-box"
+    config_class = PruneConfig
+    presets: dict = {}
+
+    def __init__(self, config: PruneConfig = PruneConfig()) -> None:
+        self.config = config
+
+    def __call__(self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()) -> tuple[nn.Module, Cost]:
+        attacked = copy.deepcopy(model)
+        cost = Cost()
+        with timed(cost):
+            cost.details["zeroed"] = global_l1_prune(attacked, self.config.amount)
+        cost.details["amount"] = self.config.amount
+        return attacked.eval(), cost

@@ -1,0 +1,122 @@
+"""Datasets from outside the package: an image folder on disk, or a torchvision dataset."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ownmark.data.imageset import ImageSet
+from ownmark.errors import ConfigError, MissingFileError, UnknownNameError
+
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+OFFLINE_HINT = "the datasets that need no download are mnist5k, digits and photos"
+_GRAY_MODES = ("1", "L", "LA")
+_NOT_CLASSIFICATION = {"VisionDataset", "ImageFolder", "DatasetFolder", "wrap_dataset_for_transforms_v2"}
+
+
+def images_to_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Stack PIL images into one float batch (N, C, H, W) in [0, 1].
+
+    All images become grayscale (C = 1) when every one of them is 1-bit or 8-bit grayscale, and RGB
+    (C = 3) otherwise; alpha is dropped.
+
+    Args:
+        size: common (height, width); images of another size are resized bilinearly. Default:
+            the size of the first image.
+    """
+    mode = "L" if all(im.mode in _GRAY_MODES for im in images) else "RGB"
+    height, width = size if size is not None else (images[0].height, images[0].width)
+    arrays = []
+    for im in images:
+        im = im.convert(mode)
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(im, dtype=np.uint8))
+    batch = torch.from_numpy(np.stack(arrays))
+    batch = batch.unsqueeze(1) if mode == "L" else batch.permute(0, 3, 1, 2)
+    return batch.float().div_(255)
+
+
+def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = None) -> ImageSet:
+    """Load a folder laid out as ``path/<class>/<image>``, like torchvision's ImageFolder.
+
+    Classes are the sub-folders in sorted order, so label ``k`` is the k-th folder name.
+
+    Args:
+        size: common (height, width); default: the size of the first image (first class folder,
+            first file by name). Colour handling as in :func:`images_to_tensor`.
+    """
+    if str(path) == "":
+        raise ConfigError("folder dataset needs a path, e.g. 'folder:/data/pets'")
+    root = pathlib.Path(path).expanduser()
+    if not root.exists():
+        raise MissingFileError(f"image folder {str(root)!r} does not exist; check the path after 'folder:'")
+    if not root.is_dir():
+        raise ConfigError(f"image folder {str(root)!r} is a file; expected a folder with one sub-folder per class")
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    images, labels = [], []
+    for label, folder in enumerate(classes):
+        for file in sorted(folder.iterdir()):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                with Image.open(file) as im:
+                    images.append(im.copy())
+                labels.append(label)
+    if not images:
+        raise ConfigError(
+            f"image folder {str(root)!r} holds no images; expected {root}/<class>/<image> "
+            f"with suffixes {', '.join(IMAGE_SUFFIXES)}"
+        )
+    x = images_to_tensor(images, size)
+    return ImageSet(f"folder:{path}", x, torch.tensor(labels, dtype=torch.int64), len(classes))
+
+
+def torchvision_names() -> list[str]:
+    """Names of the torchvision dataset classes that ``tv:NAME`` may ask for."""
+    import torchvision.datasets
+
+    return sorted(n for n in torchvision.datasets.__all__ if n not in _NOT_CLASSIFICATION)
+
+
+def load_torchvision(name: str, root: pathlib.Path) -> ImageSet:
+    """Download (if needed) the train split of the torchvision dataset class ``name`` into ``root``.
+
+    Only image-classification datasets with integer targets fit an ImageSet; images of varying
+    size are resized to the first one's size.
+    """
+    import torchvision.datasets
+
+    known = torchvision_names()
+    if name not in known:
+        lower = {n.lower(): n for n in known}
+        close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3)]
+        hint = f"did you mean {', '.join(f'tv:{c}' for c in close)}? " if close else ""
+        raise UnknownNameError(f"no torchvision dataset named {name!r}; {hint}known: {', '.join(known)}")
+    cls = getattr(torchvision.datasets, name)
+    params = inspect.signature(cls).parameters
+    split = {"train": True} if "train" in params else {"split": "train"} if "split" in params else {}
+    try:
+        ds = cls(str(root), download=True, **split)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision wraps some in RuntimeError
+        raise ConfigError(
+            f"could not download torchvision dataset {name!r} into {str(root)!r} "
+            f"({type(err).__name__}: {' '.join(str(err).split())}); {OFFLINE_HINT}"
+        ) from err
+    if hasattr(ds, "data") and hasattr(ds, "targets"):  # MNIST family, CIFAR: arrays already in memory
+        x = torch.as_tensor(np.asarray(ds.data))
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, H, W) or (N, H, W, C)
+        x = x.float().div_(255)
+        y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    else:
+        pairs = [ds[i] for i in range(len(ds))]
+        if not all(isinstance(t, int) for _, t in pairs):
+            raise ConfigError(f"tv:{name} is not an image-classification dataset (targets are not ints)")
+        x = images_to_tensor([im for im, _ in pairs])
+        y = torch.tensor([t for _, t in pairs], dtype=torch.int64)
+    num_classes = len(getattr(ds, "classes", None) or []) or int(y.max()) + 1
+    return ImageSet(f"tv:{name}", x.contiguous(), y, num_classes)

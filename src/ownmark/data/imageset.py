@@ -1,0 +1,114 @@
+"""ImageSet, the labelled image tensors every other unit trains on, and a seeded DataLoader."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from ownmark.errors import ConfigError, ShapeError, check_images
+
+
+@dataclass(eq=False, repr=False)  # tensors have no single truth value, so no field-wise ``==``
+class ImageSet:
+    """A labelled image set held in memory as two tensors.
+
+    Construction checks shapes, dtypes and value ranges once, so code that receives an ImageSet
+    can trust it.
+
+    Args:
+        name: where the images came from, e.g. ``"mnist5k"`` or ``"folder:/data/pets"``.
+        x: images (N, C, H, W), float32 in [0, 1].
+        y: labels (N,), int64 in [0, num_classes).
+        num_classes: number of classes; may exceed the labels present (a subset keeps it).
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> data = toy_images()
+        >>> len(data), data.shape, data.num_classes
+        (64, (3, 16, 16), 4)
+        >>> data.subset([0, 5, 9])
+        ImageSet('toy', 3 images of (3, 16, 16), 4 classes)
+    """
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        check_images(f"ImageSet {self.name!r} x", self.x)
+        if not isinstance(self.y, torch.Tensor):
+            raise TypeError(f"ImageSet {self.name!r} y must be a torch.Tensor, got {type(self.y).__name__}")
+        if self.y.shape != (self.x.shape[0],) or self.y.dtype != torch.int64:
+            raise ShapeError(
+                f"ImageSet {self.name!r} y must be int64 of shape ({self.x.shape[0]},) to match x, "
+                f"got {self.y.dtype} of shape {tuple(self.y.shape)}"
+            )
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ConfigError(f"ImageSet.num_classes must be a positive int, got {self.num_classes!r}")
+        if len(self) == 0:
+            return
+        if self.x.min() < 0 or self.x.max() > 1:
+            raise ConfigError(
+                f"ImageSet {self.name!r} x must lie in [0, 1], got values in "
+                f"[{self.x.min().item():.3g}, {self.x.max().item():.3g}]; divide by 255 or clamp"
+            )
+        if self.y.min() < 0 or self.y.max() >= self.num_classes:
+            raise ConfigError(
+                f"ImageSet {self.name!r} labels must lie in [0, {self.num_classes}), got values in "
+                f"[{self.y.min().item()}, {self.y.max().item()}]"
+            )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __repr__(self) -> str:
+        return f"ImageSet({self.name!r}, {len(self)} images of {self.shape}, {self.num_classes} classes)"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape (C, H, W) of one image."""
+        c, h, w = self.x.shape[1:]
+        return (c, h, w)
+
+    def subset(self, idx: torch.Tensor | Sequence[int]) -> ImageSet:
+        """A new ImageSet with the images at ``idx``, in that order; name and num_classes stay.
+
+        Args:
+            idx: int indices into this set (or a bool mask of length N). The result holds copies,
+                so editing it leaves this set untouched.
+        """
+        if not isinstance(idx, torch.Tensor):
+            idx = torch.as_tensor(idx, dtype=torch.int64)
+        return ImageSet(self.name, self.x[idx], self.y[idx], self.num_classes)
+
+
+def make_loader(
+    data: ImageSet, *, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False
+) -> DataLoader:
+    """A single-process DataLoader of ``(x, y)`` batches over ``data``.
+
+    Args:
+        seed: seeds the loader's own torch.Generator when ``shuffle`` is set, so the batch order
+            is the same on every run and the global RNG is never touched.
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> x, y = next(iter(make_loader(toy_images(), batch_size=16, shuffle=True, seed=1)))
+        >>> tuple(x.shape), tuple(y.shape)
+        ((16, 3, 16, 16), (16,))
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"make_loader batch_size must be a positive int, got {batch_size!r}")
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(
+        TensorDataset(data.x, data.y),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=0,
+    )

@@ -1,0 +1,80 @@
+"""Disjoint, stratified owner / attacker / test splits of one ImageSet."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ownmark.data.imageset import ImageSet
+from ownmark.errors import ConfigError
+
+PARTS = ("owner", "attacker", "test")
+
+
+@dataclass(eq=False)
+class Splits:
+    """Three disjoint parts of one dataset.
+
+    The owner trains and watermarks on ``owner``, an attacker (fine-tuning, distilling, stealing)
+    works on ``attacker``, and accuracy is measured on ``test``; no image is in two parts.
+
+    Args:
+        indices: ``"owner"``, ``"attacker"``, ``"test"`` -> int64 positions of that part's images
+            in the full dataset, in the part's order.
+    """
+
+    owner: ImageSet
+    attacker: ImageSet
+    test: ImageSet
+    indices: dict[str, torch.Tensor] = field(repr=False)
+
+
+def make_splits(data: ImageSet, *, seed: int, fractions: tuple[float, float, float] = (0.5, 0.3, 0.2)) -> Splits:
+    """Split ``data`` into owner, attacker and test parts, stratified by class.
+
+    Each class is shuffled and cut in the proportions ``fractions``, so every part has each class
+    in (within one image) the same share as the full set; each part is then shuffled, which also
+    breaks up datasets stored sorted by class. All randomness comes from a torch.Generator seeded
+    with ``seed``: the same seed gives the same split.
+
+    Args:
+        fractions: shares of (owner, attacker, test); each > 0, summing to 1.
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> splits = make_splits(toy_images(), seed=0)
+        >>> len(splits.owner), len(splits.attacker), len(splits.test)
+        (32, 20, 12)
+    """
+    fractions = tuple(fractions)
+    if len(fractions) != 3 or any(not f > 0 for f in fractions) or not math.isclose(sum(fractions), 1, abs_tol=1e-6):
+        raise ConfigError(
+            f"make_splits fractions must be three numbers > 0 for (owner, attacker, test) summing to 1, "
+            f"got {fractions!r}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    cuts = (fractions[0], fractions[0] + fractions[1])
+    parts: dict[str, list[torch.Tensor]] = {part: [] for part in PARTS}
+    for label in torch.unique(data.y):  # sorted, so the result does not depend on storage order
+        members = torch.nonzero(data.y == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        ends = [round(len(members) * c) for c in cuts]  # cumulative cuts: each part within 1 image
+        for part, chunk in zip(PARTS, torch.tensor_split(members, ends), strict=True):
+            parts[part].append(chunk)
+    indices = {}
+    for part in PARTS:
+        joined = torch.cat(parts[part])
+        if len(joined) == 0:
+            raise ConfigError(
+                f"make_splits: the {part} part of {data.name!r} would be empty with {len(data)} images "
+                f"and fractions {fractions}; use more images or a larger {part} fraction"
+            )
+        indices[part] = joined[torch.randperm(len(joined), generator=generator)]
+    return Splits(
+        owner=data.subset(indices["owner"]),
+        attacker=data.subset(indices["attacker"]),
+        test=data.subset(indices["test"]),
+        indices=indices,
+    )

@@ -1,0 +1,173 @@
+"""Safe saving and loading of models, keys and results.
+
+Tensors go to ``NAME.safetensors``, facts to ``NAME.json`` beside it. The manifest records the
+kind of artefact, its config, library versions and a SHA-256 digest of the tensors (names,
+dtypes, shapes and bytes in name order), so a tampered or swapped file is refused on load. The
+digest of a key is a commitment an owner can publish at embedding time. Every write goes to a
+temporary file in the same folder and is renamed into place, so a crash never leaves half a file.
+Nothing is unpickled: tensors load through safetensors, checkpoints through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ownmark.core import Key
+from ownmark.errors import IntegrityError, MissingFileError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def load_json(path: str | Path) -> Any:
+    """Read JSON, with a one-line error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no such file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{path} is not valid JSON ({err}); the file is corrupt or truncated") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+
+
+def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(repr(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries an artefact depends on."""
+    from ownmark import __version__
+
+    return {"ownmark": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def artefact_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(NAME.safetensors, NAME.json)`` for a path given with or without either suffix."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], kind: str, info: Mapping[str, Any]) -> str:
+    """Save ``tensors`` and a manifest of ``kind`` with ``info``; return the digest.
+
+    The tensors file is written first and the manifest last, so a manifest on disk always
+    names a complete tensors file.
+    """
+    st_path, js_path = artefact_paths(path)
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    digest = tensor_digest(clean)
+    atomic_write_bytes(st_path, st_save(clean))
+    manifest = {"format": FORMAT_VERSION, "kind": kind, "sha256": digest, "versions": versions(), **info}
+    save_json(js_path, manifest)
+    return digest
+
+
+def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load tensors and manifest saved by :func:`save_tensors`, checking kind and digest."""
+    st_path, js_path = artefact_paths(path)
+    for p in (st_path, js_path):
+        if not p.is_file():
+            raise MissingFileError(f"no such file: {p} (an ownmark {kind} is a .safetensors file with a .json manifest beside it)")
+    manifest = load_json(js_path)
+    if not isinstance(manifest, dict) or "sha256" not in manifest or "kind" not in manifest:
+        raise IntegrityError(f"{js_path} is not an ownmark manifest (no kind or sha256 field)")
+    if manifest["kind"] != kind:
+        raise IntegrityError(f"{st_path} holds a {manifest['kind']}, not a {kind}; pass a {kind} file")
+    try:
+        tensors = st_load(st_path.read_bytes())
+    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+        raise IntegrityError(f"{st_path} is corrupt or truncated ({str(err).splitlines()[0]}); restore it from a backup") from None
+    if tensor_digest(tensors) != manifest["sha256"]:
+        raise IntegrityError(
+            f"{st_path} does not match the SHA-256 digest in its manifest: the file was changed after saving"
+        )
+    return tensors, manifest
+
+
+def save_key(path: str | Path, key: Key) -> str:
+    """Save a watermark key; return its digest (a commitment the owner can publish)."""
+    return save_tensors(path, key.tensors, "key", {"scheme": key.scheme, "config": key.config, "meta": key.meta})
+
+
+def load_key(path: str | Path) -> Key:
+    """Load a key saved by :func:`save_key`, refusing tampered or truncated files."""
+    tensors, manifest = load_tensors(path, "key")
+    return Key(manifest["scheme"], manifest.get("config", {}), tensors, manifest.get("meta", {}))
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Save a training checkpoint (tensors and plain values) atomically."""
+    import io as _io
+
+    buffer = _io.BytesIO()
+    torch.save(dict(state), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a bad file
+        raise IntegrityError(f"{path} is not a readable checkpoint ({type(err).__name__}); delete it to start over") from None

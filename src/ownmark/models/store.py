@@ -1,0 +1,79 @@
+"""Models on disk: weights as safetensors, the architecture and config as a JSON manifest."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ownmark.errors import IntegrityError
+from ownmark.io import load_tensors, save_tensors
+from ownmark.models.classifier import build_classifier
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to rebuild a classifier: architecture name and the shape of its data."""
+
+    arch: str
+    in_channels: int
+    num_classes: int
+    image_size: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def build(self) -> nn.Module:
+        """A fresh, untrained model of this spec, with the spec attached as ``model.spec``."""
+        model = build_classifier(self.arch, self.in_channels, self.num_classes, self.image_size)
+        model.spec = self  # type: ignore[assignment]
+        return model
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The spec attached to a model built by ownmark (raises IntegrityError for foreign models)."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise IntegrityError("this model carries no ownmark ModelSpec; build it with ModelSpec(...).build()")
+    return spec
+
+
+def save_model(path: str | Path, model: nn.Module, *, info: dict[str, Any] | None = None) -> str:
+    """Save a model built from a ModelSpec; ``info`` (config, provenance) goes into the manifest."""
+    spec = spec_of(model)
+    return save_tensors(path, model.state_dict(), "model", {"spec": asdict(spec), "info": info or {}})
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model saved by :func:`save_model`; returns it in eval mode with its manifest."""
+    tensors, manifest = load_tensors(path, "model")
+    try:
+        spec = ModelSpec(**manifest["spec"])
+    except (KeyError, TypeError) as err:
+        raise IntegrityError(f"the manifest of {path} has no valid model spec ({err})") from None
+    model = spec.build()
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise IntegrityError(
+            f"{path} does not fit architecture {spec.arch!r}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
+    return model.eval(), manifest
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy that keeps the attached spec."""
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+

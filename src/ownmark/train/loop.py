@@ -1,0 +1,240 @@
+"""One training loop on Lightning Fabric: CPU here, one or many GPUs and nodes unchanged.
+
+Every random choice is keyed by ``(seed, epoch)`` or ``(seed, step)`` instead of carried in
+generator state, so a run resumed from the checkpoint of epoch ``e`` draws exactly what an
+uninterrupted run draws and ends with bit-identical weights (on the same device). Checkpoints
+are written atomically at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ownmark.data import ImageSet
+from ownmark.errors import ConfigError, IntegrityError, require_choice, require_non_negative, require_positive
+from ownmark.io import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+BatchHook = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+StepHook = Callable[[nn.Module, int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule of a training run.
+
+    Args:
+        milestones: fractions of ``epochs`` after which the learning rate is multiplied by
+            ``gamma`` (FCW's code uses epochs 15/25/35 of 40, i.e. 0.375, 0.625, 0.875).
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[float, ...] = ()
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        require_positive(self, "epochs", "batch_size", "lr", "gamma")
+        require_non_negative(self, "momentum", "weight_decay")
+        require_choice(self, "optimizer", ("sgd", "adam"))
+        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
+            raise ConfigError(f"TrainConfig.epochs and batch_size must be ints, got {self.epochs!r}, {self.batch_size!r}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            raise ConfigError(f"TrainConfig.milestones must be fractions in (0, 1), got {self.milestones!r}")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where a run executes: passed to ``lightning.Fabric`` (CPU by default; ``cuda``/``gpu``
+    with several ``devices`` and ``num_nodes`` under DDP, launched by torchrun or a cluster)."""
+
+    accelerator: str = "cpu"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        require_positive(self, "devices", "num_nodes")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: epochs run in this call, images seen, seconds, the last mean loss."""
+
+    epochs_run: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+def key_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (for per-epoch and per-step generators)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
+    return h
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam, as the config says."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def lr_at(config: TrainConfig, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based) under the step schedule."""
+    drops = sum(epoch >= math.floor(m * config.epochs) for m in config.milestones)
+    return config.lr * config.gamma**drops
+
+
+def _fabric(engine: Engine):  # -> lightning.Fabric
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(
+        accelerator=engine.accelerator, devices=engine.devices, num_nodes=engine.num_nodes,
+        strategy=engine.strategy, precision=engine.precision,
+    )  # fmt: skip
+    fabric.launch()
+    return fabric
+
+
+def fit(
+    model: nn.Module,
+    data: ImageSet,
+    config: TrainConfig,
+    *,
+    seed: int,
+    engine: Engine = Engine(),
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    batch_hook: BatchHook | None = None,
+    step_hook: StepHook | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with cross-entropy on ``data``.
+
+    Args:
+        checkpoint: file written atomically after each epoch; with ``resume`` an existing one is
+            loaded and training continues after its last finished epoch.
+        batch_hook: ``(x, y, step) -> (x, y)`` changes each batch before the forward pass
+            (FCW appends trigger images here).
+        step_hook: ``(model, step)`` runs before each forward pass (FCW's weight masking).
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> from ownmark.models import ModelSpec
+        >>> model = ModelSpec("cnn2", 3, 4, 16).build()
+        >>> fit(model, toy_images(), TrainConfig(epochs=1, batch_size=16), seed=0).epochs_run
+        1
+    """
+    fabric = _fabric(engine)
+    optimizer = make_optimizer(model, config)
+    start_epoch = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("seed") != seed or state.get("config") != asdict(config):
+            raise IntegrityError(f"{checkpoint} was written by a run with another seed or config; pass the same ones or delete it")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        log.info("resuming from %s after epoch %d", checkpoint, start_epoch)
+    fmodel, foptimizer = fabric.setup(model, optimizer)
+    result = TrainResult()
+    n = len(data)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    with _progress(engine.progress, config.epochs - start_epoch, steps_per_epoch) as advance:
+        for epoch in range(start_epoch, config.epochs):
+            for group in foptimizer.param_groups:
+                group["lr"] = lr_at(config, epoch)
+            fmodel.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
+            if fabric.world_size > 1:
+                order = order[fabric.global_rank :: fabric.world_size]
+            t0, total, count = time.perf_counter(), 0.0, 0
+            for i in range(0, len(order), config.batch_size):
+                step = epoch * steps_per_epoch + i // config.batch_size
+                idx = order[i : i + config.batch_size]
+                x, y = data.x[idx], data.y[idx]
+                if batch_hook is not None:
+                    x, y = batch_hook(x, y, step)
+                if step_hook is not None:
+                    step_hook(model, step)
+                x, y = fabric.to_device((x, y))
+                loss = F.cross_entropy(fmodel(x), y)
+                foptimizer.zero_grad(set_to_none=True)
+                fabric.backward(loss)
+                foptimizer.step()
+                total += loss.item() * len(y)
+                count += len(y)
+                advance(f"epoch {epoch + 1}/{config.epochs} loss {total / count:.3f}")
+            result.seconds += time.perf_counter() - t0
+            result.images += count
+            result.epochs_run += 1
+            result.losses.append(total / max(count, 1))
+            if checkpoint is not None and fabric.global_rank == 0:
+                save_checkpoint(checkpoint, {
+                    "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "seed": seed,
+                    "config": asdict(config),
+                })  # fmt: skip
+            fabric.barrier()
+    model.cpu().eval()
+    return result
+
+
+class _progress:
+    """A rich progress bar over all steps, or nothing when disabled."""
+
+    def __init__(self, enabled: bool, epochs: int, steps: int) -> None:
+        self.enabled, self.total = enabled, max(epochs * steps, 1)
+
+    def __enter__(self) -> Callable[[str], None]:
+        if not self.enabled:
+            return lambda _text: None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task("training", total=self.total)
+        return lambda text: self.bar.update(task, advance=1, description=text)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, batched; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, data: ImageSet, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``data``."""
+    return (predict_logits(model, data.x, batch_size).argmax(1) == data.y).float().mean().item()

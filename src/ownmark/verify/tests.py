@@ -1,0 +1,54 @@
+"""p-values and confidence bounds: pure functions that check their inputs first."""
+
+from __future__ import annotations
+
+import math
+
+from scipy import stats
+
+from ownmark.errors import ConfigError
+
+
+def _check(k: int, n: int, p0: float) -> None:
+    if not (isinstance(n, int) and n >= 0 and isinstance(k, int) and 0 <= k <= n):
+        raise ConfigError(f"need integers 0 <= k <= n, got k={k!r}, n={n!r}")
+    if not 0 < p0 < 1:
+        raise ConfigError(f"p0 must lie in (0, 1), got {p0!r}")
+
+
+def binomial_pvalue(k: int, n: int, p0: float) -> float:
+    """Exact one-sided binomial test: P[X >= k] for X ~ Binomial(n, p0).
+
+    Example:
+        >>> round(binomial_pvalue(10, 10, 0.1), 12)
+        1e-10
+    """
+    _check(k, n, p0)
+    if n == 0:
+        return 1.0
+    return float(stats.binomtest(k, n, p0, alternative="greater").pvalue)
+
+
+def upper_bound(k: int, n: int, confidence: float = 0.99) -> float:
+    """One-sided Clopper-Pearson upper confidence bound on a rate observed as k of n.
+
+    Example:
+        >>> round(upper_bound(0, 100, 0.99), 4)
+        0.0450
+    """
+    if not (isinstance(n, int) and n > 0 and isinstance(k, int) and 0 <= k <= n):
+        raise ConfigError(f"need integers 0 <= k <= n with n > 0, got k={k!r}, n={n!r}")
+    if k == n:
+        return 1.0
+    return float(stats.beta.ppf(confidence, k + 1, n - k))
+
+
+def min_queries(alpha: float, p0: float) -> int:
+    """Least number of all-matching queries whose binomial p-value reaches ``alpha``.
+
+    Example:
+        >>> min_queries(0.01, 0.1)
+        2
+    """
+    _check(0, 0, p0)
+    return math.ceil(math.log(alpha) / math.log(p0) - 1e-12)

@@ -1,0 +1,90 @@
+"""What every watermarking scheme shares: the registry, presets and the scheme protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from ownmark.core import Evidence, Key
+from ownmark.data import ImageSet
+from ownmark.errors import ConfigError, UnknownNameError
+from ownmark.registry import Registry
+from ownmark.train import Engine
+
+WATERMARKS: Registry = Registry("watermark scheme")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration and where its numbers come from."""
+
+    config: Any
+    source: str
+
+
+class Scheme(Protocol):
+    """A watermarking method: ``embed`` makes a marked model and a key, ``detect`` measures."""
+
+    family: str
+    presets: dict[str, Preset]
+
+    def embed(self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = ...) -> tuple[nn.Module, Key]: ...
+
+    def detect(self, suspect: Any, key: Key, *, p0: float | None = None) -> Evidence: ...
+
+
+def resolve_config(scheme_cls: Any, preset: str | None = None, overrides: dict[str, str] | None = None) -> Any:
+    """The scheme's default config, or a preset, with ``key=value`` overrides applied.
+
+    Values are parsed to the type of the field they replace (int, float, bool, str, tuple).
+    """
+    if preset is None or preset == "default":
+        config = scheme_cls.config_class()
+    elif preset in scheme_cls.presets:
+        config = scheme_cls.presets[preset].config
+    else:
+        known = ", ".join(["default", *sorted(scheme_cls.presets)])
+        raise UnknownNameError(f"{scheme_cls.__name__} has no preset {preset!r}; known: {known}")
+    return apply_overrides(config, overrides or {})
+
+
+def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
+    """``dataclasses.replace`` with string values parsed to each field's current type."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for name, raw in overrides.items():
+        if name not in fields:
+            raise ConfigError(f"{type(config).__name__} has no setting {name!r}; settings: {', '.join(fields)}")
+        changes[name] = parse_value(type(config).__name__, name, raw, getattr(config, name))
+    return dataclasses.replace(config, **changes)
+
+
+def parse_value(owner: str, name: str, raw: Any, current: Any) -> Any:
+    """Parse ``raw`` (a string from the command line) to the type of ``current``."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, tuple):
+            return tuple(float(v) for v in text.strip("()[]").split(",") if v.strip())
+        if current is None and text.lower() == "none":
+            return None
+    except ValueError:
+        raise ConfigError(f"{owner}.{name} expects a {type(current).__name__}, got {raw!r}") from None
+    return text
+
+
+def config_dict(config: Any) -> dict[str, Any]:
+    """A config as a JSON-able dict."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}

@@ -1,0 +1,52 @@
+"""Building blocks shared by trigger-set watermarks: embedding hooks, counting matches."""
+
+from __future__ import annotations
+
+import torch
+
+from ownmark.core import Evidence, Key
+from ownmark.errors import KeyMismatchError
+from ownmark.verify import LabelOracle
+
+
+def trigger_batch_hook(x_trig: torch.Tensor, y_trig: torch.Tensor, per_batch: int):
+    """A ``fit`` batch hook that appends ``per_batch`` triggers to every clean batch.
+
+    Triggers are taken in a cycle keyed by the step, so a resumed run sees the same ones.
+    """
+    n = len(x_trig)
+
+    def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = (torch.arange(per_batch) + step * per_batch) % n
+        return torch.cat([x, x_trig[idx]]), torch.cat([y, y_trig[idx]])
+
+    return hook
+
+
+def check_key(key: Key, scheme: str) -> None:
+    """Refuse a key made by another scheme."""
+    if key.scheme != scheme:
+        raise KeyMismatchError(f"this key was made by {key.scheme!r}, not {scheme!r}; verify it with {key.scheme!r}")
+
+
+def count_matches(oracle: LabelOracle, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> int:
+    """How many of ``x`` the oracle answers with the labels ``y``."""
+    hits = 0
+    for i in range(0, len(x), batch):
+        hits += int((oracle(x[i : i + batch]) == y[i : i + batch]).sum())
+    return hits
+
+
+def trigger_evidence(scheme: str, suspect, key: Key, p0: float | None) -> Evidence:
+    """Evidence from a key holding ``verify_x/verify_y`` (held out) and ``embed_x/embed_y``."""
+    check_key(key, scheme)
+    num_classes = int(key.meta["num_classes"])
+    oracle = LabelOracle(suspect, num_classes=num_classes)
+    xv, yv = key.tensors["verify_x"], key.tensors["verify_y"]
+    k = count_matches(oracle, xv, yv)
+    details = {}
+    if "embed_x" in key.tensors:
+        details["embed_k"] = count_matches(oracle, key.tensors["embed_x"], key.tensors["embed_y"])
+        details["embed_n"] = len(key.tensors["embed_x"])
+    p = p0 if p0 is not None else 1.0 / num_classes
+    return Evidence(scheme, k=k, n=len(xv), p0=p, queries=oracle.queries, details=details)
