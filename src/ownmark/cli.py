@@ -1,0 +1,296 @@
+"""The ``ownmark`` command: one thin subcommand per verb over the library.
+
+Every OwnmarkError becomes one red line and exit code 1; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ownmark.errors import ConfigError, OwnmarkError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embed, attack and verify DNN watermarks.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
+app.add_typer(bench_app, name="bench")
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.")]
+Dataset = Annotated[str, typer.Option(help="mnist5k, digits, photos, folder:PATH or tv:NAME.")]
+SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.")]
+Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
+Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
+Devices = Annotated[int, typer.Option(help="Devices per node.")]
+Nodes = Annotated[int, typer.Option("--num-nodes", help="Number of nodes.")]
+
+
+def _engine(accelerator: str, devices: int, num_nodes: int):
+    from ownmark.train import Engine
+
+    return Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
+
+
+def _sets(values: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[name.strip()] = value
+    return out
+
+
+def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
+    from ownmark.io import save_json
+    from ownmark.watermarks import config_dict
+
+    save_json(path, {"command": command, "config": config_dict(config), **extra})
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="schemes, attacks, models, datasets or presets")] = "all") -> None:
+    """List what ownmark knows by name."""
+    from ownmark.attacks import ATTACKS
+    from ownmark.data import DATASETS
+    from ownmark.models import MODELS
+    from ownmark.watermarks import WATERMARKS
+
+    groups = {
+        "schemes": WATERMARKS.names(), "attacks": ATTACKS.names(),
+        "models": [*MODELS.names(), "tv:NAME", "timm:NAME"], "datasets": [*DATASETS.names(), "folder:PATH", "tv:NAME"],
+        "presets": [f"{s}:{p}" for s in WATERMARKS.names() for p in ["default", *WATERMARKS.get(s).presets]],
+    }  # fmt: skip
+    if what != "all" and what not in groups:
+        raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(groups)} or all")
+    for name, items in groups.items():
+        if what in ("all", name):
+            console.print(f"[bold]{name}[/]: {', '.join(items)}")
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
+    arch: Annotated[str, typer.Option(help="Architecture (see `ownmark list models`).")] = "cnn2",
+    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0,
+    split: Annotated[str, typer.Option(help="Train on the owner's or the attacker's part.")] = "owner",
+    seed: Seed = 0, sets: Sets = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint written after every epoch.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = False,
+    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
+) -> None:  # fmt: skip
+    """Train a clean classifier on one part of a dataset."""
+    from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
+    from ownmark.models import save_model
+    from ownmark.train import accuracy
+    from ownmark.watermarks import apply_overrides
+
+    if split not in ("owner", "attacker"):
+        raise ConfigError(f"--split must be owner or attacker, got {split!r}")
+    config = apply_overrides(CLEAN_TRAINING, _sets(sets))
+    ctx = Context.load(dataset, split_seed)
+    model = train_model(ctx.spec(arch), getattr(ctx.splits, split), seed=seed, config=config,
+                        engine=_engine(accelerator, devices, num_nodes), checkpoint=checkpoint, resume=resume)  # fmt: skip
+    acc = accuracy(model, ctx.splits.test)
+    save_model(out, model, info={"dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed, "test_accuracy": acc})
+    _save_config(out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), "train", config, seed=seed)
+    console.print(f"trained {arch} on {dataset}/{split}: test accuracy {acc:.4f} -> {out}")
+
+
+@app.command()
+def embed(
+    scheme: Annotated[str, typer.Argument(help="Watermark scheme (see `ownmark list schemes`).")],
+    model: Annotated[Path, typer.Option(help="Clean model to mark (from `ownmark train`).")],
+    out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
+    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0, seed: Seed = 0, preset: Preset = "default", sets: Sets = None,
+    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
+) -> None:  # fmt: skip
+    """Embed a watermark into a copy of a model; save the marked model and the secret key."""
+    from ownmark.bench.experiment import Context
+    from ownmark.io import save_key
+    from ownmark.models import load_model, save_model
+    from ownmark.train import accuracy
+    from ownmark.watermarks import WATERMARKS, resolve_config
+
+    cls = WATERMARKS.get(scheme)
+    config = resolve_config(cls, preset, _sets(sets))
+    clean, _ = load_model(model)
+    ctx = Context.load(dataset, split_seed)
+    _check_fits(clean, ctx)
+    marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(accelerator, devices, num_nodes))
+    save_model(out / "marked", marked, info={"scheme": scheme, "dataset": dataset, "split_seed": split_seed})
+    digest = save_key(out / "key", key)
+    _save_config(out / "config.json", f"embed {scheme}", config, preset=preset, seed=seed, key_sha256=digest)
+    console.print(f"{scheme}: clean acc {accuracy(clean, ctx.splits.test):.4f}, marked acc "
+                  f"{accuracy(marked, ctx.splits.test):.4f}; key sha256 {digest} (publish it as a commitment)")  # fmt: skip
+
+
+def _check_fits(model: Any, ctx: Any) -> None:
+    from ownmark.errors import KeyMismatchError
+    from ownmark.models import spec_of
+
+    spec, want = spec_of(model), ctx.spec("cnn2")
+    if spec.input_shape != want.input_shape or spec.num_classes != want.num_classes:
+        raise KeyMismatchError(
+            f"the model takes {spec.input_shape} images with {spec.num_classes} classes but {ctx.dataset} has "
+            f"{want.input_shape} with {want.num_classes}; pass the dataset the model was trained on"
+        )
+
+
+@app.command()
+def attack(
+    name: Annotated[str, typer.Argument(help="Attack (see `ownmark list attacks`).")],
+    model: Annotated[Path, typer.Option(help="Victim model.")],
+    out: Annotated[Path, typer.Option(help="Where to save the attacked model.")],
+    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0, seed: Seed = 0, sets: Sets = None,
+    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
+) -> None:  # fmt: skip
+    """Attack a copy of a model with the attacker's data; report the cost."""
+    from ownmark.attacks import ATTACKS
+    from ownmark.bench.experiment import Context
+    from ownmark.models import load_model, save_model
+    from ownmark.train import accuracy
+    from ownmark.watermarks import apply_overrides
+
+    cls = ATTACKS.get(name)
+    config = apply_overrides(cls.config_class(), _sets(sets))
+    victim, _ = load_model(model)
+    ctx = Context.load(dataset, split_seed)
+    _check_fits(victim, ctx)
+    attacked, cost = cls(config)(victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes))
+    acc = accuracy(attacked, ctx.splits.test)
+    save_model(out, attacked, info={"attack": name, "cost": {"epochs": cost.epochs, "seconds": cost.seconds,
+               "queries": cost.queries}, "dataset": dataset, "split_seed": split_seed})  # fmt: skip
+    _save_config(out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config, seed=seed)
+    console.print(f"{name}: victim acc {accuracy(victim, ctx.splits.test):.4f} -> attacked acc {acc:.4f}; "
+                  f"cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}")  # fmt: skip
+
+
+@app.command()
+def verify(
+    model: Annotated[list[Path], typer.Option(help="Suspect model(s) (repeatable).")],
+    key: Annotated[Path, typer.Option(help="The owner's key (key.safetensors).")],
+    calibration: Annotated[Path | None, typer.Option(help="Use p0 from `ownmark calibrate` instead of 1/K.")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
+    sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
+) -> None:  # fmt: skip
+    """Verify suspect models against a key and print verdicts with p-values."""
+    from ownmark.io import load_key
+    from ownmark.models import load_model
+    from ownmark.verify import Calibration, check_alpha, decide
+    from ownmark.watermarks import WATERMARKS
+
+    check_alpha(alpha)
+    k = load_key(key)
+    scheme = WATERMARKS.get(k.scheme)()
+    p0 = Calibration.load(calibration).p0 if calibration else None
+    rows = []
+    for path in model:
+        suspect, _ = load_model(path)
+        verdict = _sequential(suspect, k, p0, alpha) if sequential else decide(scheme.detect(suspect, k, p0=p0), alpha)
+        rows.append((str(path), verdict))
+    _verdict_table(rows)
+
+
+def _sequential(suspect: Any, key: Any, p0: float | None, alpha: float):
+    from ownmark.verify import LabelOracle, sequential_verify
+
+    oracle = LabelOracle(suspect, num_classes=key.meta["num_classes"])
+    xv, yv = key.tensors["verify_x"], key.tensors["verify_y"]
+    p = p0 if p0 is not None else 1 / key.meta["num_classes"]
+    return sequential_verify(lambda i: bool(oracle(xv[i : i + 1])[0] == yv[i]), len(xv), p, alpha)
+
+
+def _verdict_table(rows: list[tuple[str, Any]]) -> None:
+    table = Table("suspect", "matches", "p0", "p-value", "decision", "queries", "test")
+    for name, v in rows:
+        colour = "red" if v.owned else "green"
+        table.add_row(name, f"{v.statistic}/{v.n}", f"{v.p0:.3g}", f"{v.p_value:.2e}",
+                      f"[{colour}]{v.decision}[/]", str(v.queries), v.test)  # fmt: skip
+    console.print(table)
+    console.print(f"alpha = {rows[0][1].alpha}; null hypothesis: {rows[0][1].null_hypothesis}")
+
+
+@app.command()
+def calibrate(
+    key: Annotated[Path, typer.Option(help="The owner's key.")],
+    out: Annotated[Path, typer.Option(help="Calibration file (JSON) to write.")],
+    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0,
+    archs: Annotated[str, typer.Option(help="Comma-separated architectures of the null models.")] = "cnn2,lenet",
+    seeds: Annotated[int, typer.Option(help="Null models per architecture.")] = 3,
+    alpha: Annotated[float, typer.Option(help="Significance level for the false-positive count.")] = 0.01,
+    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
+) -> None:  # fmt: skip
+    """Train independent null models, measure their watermark rate, store a calibrated p0."""
+    from ownmark.bench.experiment import Context, null_evidence, null_models
+    from ownmark.io import artefact_paths, load_json, load_key
+    from ownmark.verify import calibrate as calibrate_
+    from ownmark.watermarks import WATERMARKS
+
+    k = load_key(key)
+    ctx = Context.load(dataset, split_seed)
+    models = null_models(ctx, archs.split(","), list(range(1000, 1000 + seeds)), engine=_engine(accelerator, devices, num_nodes))
+    digest = load_json(artefact_paths(key)[1])["sha256"]
+    cal = calibrate_(null_evidence(WATERMARKS.get(k.scheme)(), k, models), key_digest=digest, alpha=alpha)
+    cal.save(out)
+    table = Table("null model", "matches", "p-value", "decision")
+    for row in cal.models:
+        table.add_row(row["name"], f"{row['k']}/{row['n']}", f"{row['p_value']:.3g}", "OWNED" if row["owned"] else "not verified")
+    console.print(table)
+    console.print(f"calibrated p0 = {cal.p0:.4f} (99% upper bound); false-positive rate {cal.false_positive_rate:.2%} -> {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the report and artefacts.")] = Path("report"),
+    seed: Seed = 0,
+) -> None:
+    """Train, embed FCW, attack (FTAL, pruning), verify, print verdicts, write OUT/demo.md."""
+    from ownmark.bench.demo import run_demo
+
+    rows, seq = run_demo(out, seed=seed, say=lambda m: console.print(f"[dim]{m}[/]"))
+    table = Table("model", "role", "clean acc", "matches", "p-value", "decision", "queries")
+    for r in rows:
+        colour = "red" if r.verdict.owned else "green"
+        table.add_row(r.model, r.role, f"{r.accuracy:.3f}", f"{r.verdict.statistic}/{r.verdict.n}",
+                      f"{r.verdict.p_value:.2e}", f"[{colour}]{r.verdict.decision}[/]", str(r.verdict.queries))  # fmt: skip
+    console.print(table)
+    console.print(f"sequential verification of the marked model: {seq.decision} after {seq.queries} queries")
+    console.print(f"report written to {out / 'demo.md'}")
+
+
+@bench_app.command("perf")
+def bench_perf(
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("BENCHMARKS.md"),
+    repeats: Annotated[int, typer.Option(help="Timed repetitions per measurement (the median is kept).")] = 3,
+) -> None:
+    """Measure the Fabric loop vs bare PyTorch, FCW embedding vs fine-tuning, and verification queries."""
+    from ownmark.bench.perf import run_perf
+
+    text = run_perf(out, repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print(text)
+
+
+def main() -> None:
+    """Entry point: run the app, turning OwnmarkError into one red line and exit code 1."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        app(standalone_mode=False)
+    except OwnmarkError as err:
+        Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except Exception as err:
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            raise SystemExit(err.exit_code) from None
+        raise
