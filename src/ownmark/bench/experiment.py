@@ -46,16 +46,19 @@ def train_model(
 
 
 def null_models(
-    ctx: Context, archs: list[str], seeds: list[int], *, attacker_model: bool = True, engine: Engine = Engine()
-) -> dict[str, nn.Module]:
+    ctx: Context, archs: list[str], seeds: list[int], *, attacker_model: bool = True,
+    config: TrainConfig = CLEAN_TRAINING, engine: Engine = Engine(),
+) -> dict[str, nn.Module]:  # fmt: skip
     """Independently trained models: every arch x seed on the owner's data (seeds other than
     the owner's), and one trained on the attacker's split. None has seen a watermark."""
     models = {}
     for arch in archs:
         for seed in seeds:
-            models[f"{arch}-seed{seed}"] = train_model(ctx.spec(arch), ctx.splits.owner, seed=seed, engine=engine)
+            models[f"{arch}-seed{seed}"] = train_model(ctx.spec(arch), ctx.splits.owner, seed=seed, config=config, engine=engine)
     if attacker_model:
-        models[f"{archs[0]}-attacker-data"] = train_model(ctx.spec(archs[0]), ctx.splits.attacker, seed=10_007, engine=engine)
+        models[f"{archs[0]}-attacker-data"] = train_model(
+            ctx.spec(archs[0]), ctx.splits.attacker, seed=10_007, config=config, engine=engine
+        )
     return models
 
 

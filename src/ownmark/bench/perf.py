@@ -1,0 +1,112 @@
+"""``ownmark bench perf``: the foundation's speed figures, measured side by side in one run.
+
+1. Training images/s of ownmark's Fabric loop against a bare PyTorch loop on the same model,
+   data, batch order and optimiser (goal: ratio >= 0.95).
+2. One FCW embedding epoch (triggers appended, weight masking) against one plain fine-tuning
+   epoch (goal: ratio <= 1.3).
+3. Sequential verification queries on the marked model against the least possible number,
+   ceil(log(alpha) / log(p0)) (goal: ratio <= 1.5).
+Each timing is the median of ``repeats`` runs, taken in alternation so that drifts in machine
+load hit both sides alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from ownmark.bench.experiment import Context, train_model
+from ownmark.data import ImageSet
+from ownmark.io import atomic_write_text
+from ownmark.train import TrainConfig, fit, key_seed, make_optimizer
+from ownmark.verify import LabelOracle, min_queries, sequential_verify
+from ownmark.watermarks.fcw import FCW, FCWConfig
+
+EPOCH = TrainConfig(epochs=1, batch_size=128, lr=0.01)
+
+
+def bare_epoch(model: torch.nn.Module, data: ImageSet, config: TrainConfig, seed: int) -> float:
+    """One epoch of the plainest PyTorch loop, with the batch order ``fit`` uses; returns seconds."""
+    optimizer = make_optimizer(model, config)
+    model.train()
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, 0)))
+    start = time.perf_counter()
+    for i in range(0, len(order), config.batch_size):
+        idx = order[i : i + config.batch_size]
+        loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def _median(fn: Callable[[], float], repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = lambda _m: None) -> str:
+    """Measure, write ``out`` (Markdown) and return its text."""
+    ctx = Context.load("mnist5k", split_seed=0)
+    data = ctx.splits.owner
+    clean = train_model(ctx.spec("cnn2"), data, seed=0)
+    say("clean model trained; timing loops")
+    fabric_s, bare_s = [], []
+    for r in range(repeats):  # alternate the two loops
+        m1, m2 = ctx.spec("cnn2").build(), ctx.spec("cnn2").build()
+        m2.load_state_dict(m1.state_dict())
+        fabric_s.append(fit(m1, data, EPOCH, seed=r).seconds)
+        bare_s.append(bare_epoch(m2, data, EPOCH, seed=r))
+    fabric_ips, bare_ips = len(data) / statistics.median(fabric_s), len(data) / statistics.median(bare_s)
+    say("timing FCW embedding against fine-tuning")
+    fcw_cfg = FCWConfig(epochs=1, lr=EPOCH.lr, milestones=())
+    embed_s, tune_s = [], []
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        FCW(fcw_cfg).embed(clean, data, seed=r)
+        embed_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fit(replace_model(clean), data, EPOCH, seed=r)
+        tune_s.append(time.perf_counter() - t0)
+    marked, key = FCW().embed(clean, data, seed=0)
+    oracle = LabelOracle(marked, num_classes=10)
+    xv, yv = key.tensors["verify_x"], key.tensors["verify_y"]
+    seq = sequential_verify(lambda i: bool(oracle(xv[i : i + 1])[0] == yv[i]), len(xv), p0=0.1, alpha=0.01)
+    least = min_queries(0.01, 0.1)
+    rows = [
+        ("Fabric loop vs bare PyTorch (images/s)", f"{fabric_ips:,.0f} vs {bare_ips:,.0f}", fabric_ips / bare_ips, ">= 0.95", fabric_ips / bare_ips >= 0.95),
+        ("FCW embedding epoch vs plain fine-tuning epoch (s)", f"{statistics.median(embed_s):.2f} vs {statistics.median(tune_s):.2f}",
+         statistics.median(embed_s) / statistics.median(tune_s), "<= 1.3", statistics.median(embed_s) / statistics.median(tune_s) <= 1.3),
+        ("sequential verification queries vs least possible", f"{seq.queries} vs {least}", seq.queries / least, "<= 1.5", seq.queries / least <= 1.5),
+    ]  # fmt: skip
+    text = render(rows, repeats, len(data))
+    atomic_write_text(out, text)
+    return text
+
+
+def replace_model(model: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def render(rows: list[tuple[str, str, float, str, bool]], repeats: int, n: int) -> str:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
+    lines = [
+        "# ownmark benchmarks", "",
+        "Written by `ownmark bench perf` (`make bench`); every figure below comes from one run of it.", "",
+        f"Machine: {machine}. Data: mnist5k owner split ({n} images), cnn2, batch 128; each timing is the "
+        f"median of {repeats} alternated runs.", "",
+        "## Foundation", "",
+        "| measurement | figures | ratio | goal | met |", "|---|---|---|---|---|",
+    ]  # fmt: skip
+    lines += [f"| {name} | {fig} | {ratio:.2f} | {goal} | {'yes' if ok else '**no**'} |" for name, fig, ratio, goal, ok in rows]
+    missed = [name for name, *_, ok in rows if not ok]
+    lines += ["", f"Missed goals: {', '.join(missed)}." if missed else "All goals met in this run.", ""]
+    return "\n".join(lines)

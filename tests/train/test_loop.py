@@ -1,0 +1,217 @@
+import copy
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ownmark.data.toy import toy_images
+from ownmark.errors import ConfigError, IntegrityError
+from ownmark.io import load_checkpoint
+from ownmark.models import ModelSpec
+from ownmark.train import Engine, TrainConfig, accuracy, fit, key_seed, lr_at, predict_logits
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two
+    spinning threads per process slow training down many times over."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def initial_model() -> nn.Module:
+    torch.manual_seed(0)
+    return ModelSpec("cnn2", 3, 4, 16).build()
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fit_lowers_the_loss_and_learns() -> None:
+    model = initial_model()
+    before = accuracy(model, toy_images(1))
+    result = fit(model, toy_images(), TrainConfig(epochs=4, batch_size=8, lr=0.03), seed=0)
+    assert result.epochs_run == 4 and result.images == 4 * 64 and len(result.losses) == 4
+    assert result.seconds > 0 and result.images_per_second > 0
+    assert result.losses[-1] < 0.5 * result.losses[0]
+    assert accuracy(model, toy_images(1)) >= 0.9 > before
+    assert not model.training
+
+
+def test_same_seed_gives_bit_identical_weights() -> None:
+    start = initial_model()
+    a, b, c = copy.deepcopy(start), copy.deepcopy(start), copy.deepcopy(start)
+    config = TrainConfig(epochs=2, batch_size=16)
+    fit(a, toy_images(), config, seed=3)
+    fit(b, toy_images(), config, seed=3)
+    fit(c, toy_images(), config, seed=4)
+    assert same_weights(a, b)
+    assert not same_weights(a, c)  # the seed really drives the batch order
+    assert not same_weights(a, start)
+
+
+def test_hooks_see_every_step_in_order() -> None:
+    steps, batches = [], []
+
+    def batch_hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batches.append((step, len(y)))
+        return x, y
+
+    fit(initial_model(), toy_images(n=40), TrainConfig(epochs=2, batch_size=16), seed=0,
+        batch_hook=batch_hook, step_hook=lambda model, step: steps.append(step))  # fmt: skip
+    assert steps == list(range(6))  # ceil(40 / 16) = 3 steps per epoch
+    assert batches == [(0, 16), (1, 16), (2, 8), (3, 16), (4, 16), (5, 8)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("epochs", True),
+        ("batch_size", 0),
+        ("batch_size", 8.0),
+        ("lr", 0),
+        ("lr", -0.1),
+        ("gamma", 0.0),
+        ("momentum", -0.5),
+        ("weight_decay", -1e-4),
+        ("optimizer", "rmsprop"),
+        ("milestones", (0.0,)),
+        ("milestones", (0.5, 1.0)),
+        ("milestones", (1.5,)),
+    ],
+)
+def test_train_config_rejects_bad_values(field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field) as info:
+        TrainConfig(**{field: value})
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value"), [("devices", 0), ("num_nodes", -1)])
+def test_engine_rejects_bad_values(field: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=f"Engine.{field}"):
+        Engine(**{field: value})
+
+
+def test_lr_at_steps_down_at_milestones() -> None:
+    config = TrainConfig(epochs=40, lr=0.1, gamma=0.1, milestones=(0.375, 0.625, 0.875))  # FCW: 15/25/35 of 40
+    expected = {0: 0.1, 14: 0.1, 15: 0.01, 24: 0.01, 25: 0.001, 34: 0.001, 35: 0.0001, 39: 0.0001}
+    for epoch, lr in expected.items():
+        assert lr_at(config, epoch) == pytest.approx(lr, rel=1e-12), epoch
+    assert lr_at(TrainConfig(epochs=10, lr=0.05), 9) == 0.05  # no milestones: constant
+    assert lr_at(TrainConfig(epochs=10, lr=1.0, gamma=0.5, milestones=(0.5, 0.5)), 5) == 0.25  # drops stack
+
+
+def test_key_seed() -> None:
+    assert key_seed(0, 1) == key_seed(0, 1)
+    assert len({key_seed(0, e) for e in range(100)} | {key_seed(1, e) for e in range(100)}) == 200
+    assert 0 <= key_seed(2**70, -1) < 2**63
+
+
+def test_predict_logits_restores_mode() -> None:
+    model = initial_model().train()
+    x = toy_images().x
+    out = predict_logits(model, x, batch_size=10)
+    assert out.shape == (64, 4) and model.training
+    with torch.no_grad():
+        assert torch.allclose(out, model.eval()(x), atol=1e-6)
+
+
+def test_resume_with_another_seed_or_config_is_refused(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    config = TrainConfig(epochs=2, batch_size=16)
+    fit(initial_model(), toy_images(), config, seed=0, checkpoint=ckpt)
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    with pytest.raises(IntegrityError, match="another seed or config") as info:
+        fit(initial_model(), toy_images(), config, seed=1, checkpoint=ckpt, resume=True)
+    assert "\n" not in str(info.value)
+    with pytest.raises(IntegrityError, match="another seed or config"):
+        fit(initial_model(), toy_images(), TrainConfig(epochs=2, batch_size=16, lr=0.02), seed=0,
+            checkpoint=ckpt, resume=True)  # fmt: skip
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    config = TrainConfig(epochs=2, batch_size=16)
+    done = initial_model()
+    fit(done, toy_images(), config, seed=0, checkpoint=ckpt)
+    again = initial_model()
+    result = fit(again, toy_images(), config, seed=0, checkpoint=ckpt, resume=True)
+    assert result.epochs_run == 0 and same_weights(done, again)
+
+
+def test_checkpoint_without_resume_starts_over(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    config = TrainConfig(epochs=1, batch_size=16)
+    fit(initial_model(), toy_images(), config, seed=0, checkpoint=ckpt)
+    result = fit(initial_model(), toy_images(), config, seed=1, checkpoint=ckpt)  # no resume: no seed check
+    assert result.epochs_run == 1 and load_checkpoint(ckpt)["seed"] == 1
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    import torch
+    torch.set_num_threads(int(sys.argv[2]))
+    from ownmark.data.toy import toy_images
+    from ownmark.models import ModelSpec
+    from ownmark.train import TrainConfig, fit
+    torch.manual_seed(0)
+    model = ModelSpec("cnn2", 3, 4, 16).build()
+    # the sleep only slows the run so that it is still going when the test kills it;
+    # it touches no weights and no random state
+    fit(model, toy_images(), TrainConfig(epochs=30, batch_size=8), seed=0, checkpoint=sys.argv[1],
+        step_hook=lambda model, step: time.sleep(0.05))
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.pt"
+    config = TrainConfig(epochs=30, batch_size=8)
+    log = (tmp_path / "child.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(ckpt), str(torch.get_num_threads())],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the training subprocess wrote no checkpoint of epoch >= 2 in 120 s"
+            assert proc.poll() is None, f"the run ended before it was killed: {(tmp_path / 'child.log').read_text()}"
+            if ckpt.is_file() and load_checkpoint(ckpt)["epoch"] >= 2:
+                break
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        log.close()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(ckpt)["epoch"]  # atomic writes: the last complete checkpoint
+    assert 2 <= killed_at < 30
+
+    resumed = initial_model()
+    result = fit(resumed, toy_images(), config, seed=0, checkpoint=ckpt, resume=True)
+    assert result.epochs_run == 30 - killed_at
+    assert load_checkpoint(ckpt)["epoch"] == 30
+
+    straight = initial_model()
+    fit(straight, toy_images(), config, seed=0)
+    assert same_weights(resumed, straight)
+    assert not same_weights(resumed, initial_model())
