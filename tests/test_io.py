@@ -78,12 +78,6 @@ def test_digest_sees_names_dtypes_shapes_and_bytes() -> None:
     assert tensor_digest({"a": changed}) != base
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="src bug: tensor_digest calls t.view(torch.uint8) on 0-dim tensors, which torch refuses "
-    "for dtypes wider than one byte ('self.dim() cannot be 0 to view Long as Byte')",
-)
 def test_key_with_a_scalar_tensor_round_trips(tmp_path: Path) -> None:
     key = Key("fcw", {}, {"target": torch.tensor(3)}, {})
     save_key(tmp_path / "key", key)
@@ -108,19 +102,7 @@ def _model_round_trip(arch: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "arch",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason="src bug: BatchNorm's 0-dim num_batches_tracked breaks tensor_digest (see scalar key test)",
-            ),
-        )
-        if name == "resnet-s"
-        else name
-        for name in MODELS.names()
-    ],
+    MODELS.names(),
 )
 def test_model_round_trip_is_bit_identical(arch: str, tmp_path: Path) -> None:
     _model_round_trip(arch, tmp_path)

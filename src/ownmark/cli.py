@@ -281,16 +281,9 @@ def main() -> None:
     """Entry point: run the app, turning OwnmarkError into one red line and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        app(standalone_mode=False)
+        # standalone: typer reports usage errors itself (exit 2) and maps Ctrl-C to 130; recent typer
+        # vendors click as typer._click, so click's exception classes are not ours to import
+        app()
     except OwnmarkError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
-    except (typer.Abort, KeyboardInterrupt):
-        raise SystemExit(130) from None
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            raise SystemExit(err.exit_code) from None
-        raise

@@ -99,7 +99,7 @@ def check_same_shape(name_a: str, a: Any, name_b: str, b: Any) -> None:
 
 
 def check_images(name: str, x: Any, *, channels: int | None = None) -> None:
-    """Raise ShapeError unless ``x`` is a float image batch (N, C, H, W) in [0, 1]."""
+    """Raise ShapeError unless ``x`` is a float image batch (N, C, H, W) with ``channels``."""
     import torch
 
     if not isinstance(x, torch.Tensor):

@@ -34,11 +34,6 @@ def test_lenet_refuses_images_too_small_for_its_convolutions() -> None:
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="src bug: lenet's error says 'at least 12x12 pixels' but sizes 12-15 are refused too; the minimum is 16",
-)
 def test_lenet_minimum_stated_in_its_error_is_accepted() -> None:
     import re
 
@@ -103,12 +98,6 @@ def test_load_model_with_another_architecture_in_the_spec(tmp_path: Path) -> Non
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="src bug: load_model calls load_state_dict(strict=False), which still raises a multi-line "
-    "RuntimeError ('size mismatch ...') when the keys match but the shapes differ",
-)
 @pytest.mark.parametrize(
     "spec",
     [

@@ -31,7 +31,8 @@ def test_binomial_pvalue_is_monotone_in_k() -> None:
 
 
 @pytest.mark.parametrize(
-    ("k", "n", "p0"), [(-1, 5, 0.1), (6, 5, 0.1), (1.0, 5, 0.1), (1, -1, 0.1), (1, 5, 0.0), (1, 5, 1.0), (1, 5, float("nan"))]
+    ("k", "n", "p0"),
+    [(-1, 5, 0.1), (6, 5, 0.1), (1.0, 5, 0.1), (1, -1, 0.1), (1, 5, 0.0), (1, 5, 1.0), (1, 5, float("nan"))],
 )
 def test_binomial_pvalue_rejects_bad_input(k, n, p0) -> None:
     with pytest.raises(ConfigError):
@@ -57,11 +58,6 @@ def test_upper_bound_edge_cases() -> None:
             upper_bound(k, n)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: upper_bound does not validate confidence; upper_bound(3, 10, 1.5) returns nan "
-    "(and 0.0 for confidence=0) instead of raising ConfigError",
-)
 @pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5, -0.1])
 def test_upper_bound_rejects_bad_confidence(confidence: float) -> None:
     with pytest.raises(ConfigError, match="confidence"):
@@ -80,13 +76,6 @@ def test_min_queries_is_the_least_n_that_reaches_alpha(alpha: float, p0: float) 
     assert m == 1 or binomial_pvalue(m - 1, m - 1, p0) > alpha
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: where alpha is an exact power of p0, min_queries counts p0**m == alpha as reaching alpha "
-    "(it subtracts 1e-12) but binomial_pvalue returns p0**m rounded up (0.1**2 -> 0.010000000000000002), so "
-    "decide() refuses k = n = min_queries(alpha, p0): min_queries(0.01, 0.1) == 2 yet "
-    "decide(Evidence(k=2, n=2, p0=0.1), 0.01).owned is False",
-)
 @pytest.mark.parametrize(("alpha", "p0"), [(0.01, 0.1), (1e-3, 0.1), (1e-6, 0.1), (1e-6, 0.01)])
 def test_min_queries_agrees_with_decide_at_exact_powers(alpha: float, p0: float) -> None:
     m = min_queries(alpha, p0)
@@ -102,11 +91,6 @@ def test_min_queries_exact_powers() -> None:
         min_queries(0.01, 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: min_queries does not check alpha; min_queries(0.0, 0.1) raises a bare "
-    "ValueError('math domain error') and min_queries(1.5, 0.1) returns 0",
-)
 @pytest.mark.parametrize("alpha", [0.0, 1.5, -0.1])
 def test_min_queries_rejects_bad_alpha(alpha: float) -> None:
     with pytest.raises(ConfigError, match="alpha"):

@@ -10,7 +10,7 @@ from torch import nn
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
 from ownmark.data import ImageSet
-from ownmark.errors import require_choice, require_non_negative, require_positive
+from ownmark.errors import ConfigError, require_choice, require_non_negative, require_positive
 from ownmark.train import Engine, TrainConfig, fit
 
 
@@ -27,6 +27,8 @@ class FineTuneConfig:
 
     def __post_init__(self) -> None:
         require_positive(self, "epochs", "lr", "batch_size")
+        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
+            raise ConfigError(f"FineTuneConfig.epochs and batch_size must be ints, got {self.epochs!r}, {self.batch_size!r}")
         require_non_negative(self, "momentum", "weight_decay")
         require_choice(self, "optimizer", ("sgd", "adam"))
 

@@ -33,7 +33,7 @@ def lenet(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """LeNet-5 style: conv 6 and 16 channels (5x5), hidden layers of 120 and 84 units."""
     side = ((image_size - 4) // 2 - 4) // 2
     if side < 1:
-        raise ConfigError(f"lenet needs images of at least 12x12 pixels, got {image_size}; use cnn2 or resnet-s")
+        raise ConfigError(f"lenet needs images of at least 16x16 pixels, got {image_size}; use cnn2 or resnet-s")
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),

@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ownmark.errors import IntegrityError
@@ -56,11 +55,16 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except (KeyError, TypeError) as err:
         raise IntegrityError(f"the manifest of {path} has no valid model spec ({err})") from None
     model = spec.build()
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if expected[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
         raise IntegrityError(
-            f"{path} does not fit architecture {spec.arch!r}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            f"{path} does not fit architecture {spec.arch!r} {spec.input_shape} with {spec.num_classes} classes: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}"
         )
+    model.load_state_dict(tensors)
     return model.eval(), manifest
 
 

@@ -105,7 +105,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 def lr_at(config: TrainConfig, epoch: int) -> float:
     """Learning rate of ``epoch`` (0-based) under the step schedule."""
-    drops = sum(epoch >= math.floor(m * config.epochs) for m in config.milestones)
+    drops = sum(epoch >= max(1, math.floor(m * config.epochs)) for m in config.milestones)
     return config.lr * config.gamma**drops
 
 

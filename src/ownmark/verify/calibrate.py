@@ -45,7 +45,10 @@ class Calibration:
         raw = load_json(path)
         if not isinstance(raw, dict) or raw.pop("kind", None) != "calibration":
             raise IntegrityError(f"{path} is not an ownmark calibration file")
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise IntegrityError(f"{path} is not a complete ownmark calibration file ({err})") from None
 
 
 def calibrate(
@@ -62,6 +65,8 @@ def calibrate(
         >>> round(c.p0, 3), c.false_positive_rate
         (0.043, 0.0)
     """
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}")
     if not evidences:
         raise ConfigError("calibration needs at least one null model")
     schemes = {e.scheme for e in evidences.values()}

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ownmark.errors import ConfigError
+from ownmark.verify.tests import reaches
 from ownmark.verify.verdict import Verdict, check_alpha
 
 ALTERNATIVES: tuple[float, ...] = (0.6, 0.8, 0.9, 0.95, 0.99)
@@ -90,11 +91,11 @@ def sequential_verify(
         hit = bool(ask(i))
         used, k = used + 1, k + hit
         mart.update(hit)
-        if mart.value >= 1 / alpha:
+        if reaches(1 / mart.value, alpha):
             break
     p_value = min(1.0, 1 / mart.max_value)
     return Verdict(
-        statistic=k, n=used, p0=p0, p_value=p_value, alpha=alpha, owned=p_value <= alpha, queries=used,
+        statistic=k, n=used, p0=p0, p_value=p_value, alpha=alpha, owned=reaches(p_value, alpha), queries=used,
         test="sequential mixture likelihood-ratio martingale (anytime-valid)",
         null_hypothesis=f"each verification trigger is answered with the watermark label with probability at most {p0:.4g}",
     )  # fmt: skip

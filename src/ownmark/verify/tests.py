@@ -10,10 +10,16 @@ from ownmark.errors import ConfigError
 
 
 def _check(k: int, n: int, p0: float) -> None:
+    k, n = _as_int(k), _as_int(n)
     if not (isinstance(n, int) and n >= 0 and isinstance(k, int) and 0 <= k <= n):
         raise ConfigError(f"need integers 0 <= k <= n, got k={k!r}, n={n!r}")
     if not 0 < p0 < 1:
         raise ConfigError(f"p0 must lie in (0, 1), got {p0!r}")
+
+
+def _as_int(v: object) -> object:
+    """numpy integers count as integers."""
+    return int(v) if hasattr(v, "__index__") and not isinstance(v, bool) else v
 
 
 def binomial_pvalue(k: int, n: int, p0: float) -> float:
@@ -26,7 +32,7 @@ def binomial_pvalue(k: int, n: int, p0: float) -> float:
     _check(k, n, p0)
     if n == 0:
         return 1.0
-    return float(stats.binomtest(k, n, p0, alternative="greater").pvalue)
+    return float(stats.binomtest(int(k), int(n), p0, alternative="greater").pvalue)
 
 
 def upper_bound(k: int, n: int, confidence: float = 0.99) -> float:
@@ -38,6 +44,8 @@ def upper_bound(k: int, n: int, confidence: float = 0.99) -> float:
     """
     if not (isinstance(n, int) and n > 0 and isinstance(k, int) and 0 <= k <= n):
         raise ConfigError(f"need integers 0 <= k <= n with n > 0, got k={k!r}, n={n!r}")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must lie in (0, 1), got {confidence!r}")
     if k == n:
         return 1.0
     return float(stats.beta.ppf(confidence, k + 1, n - k))
@@ -51,4 +59,11 @@ def min_queries(alpha: float, p0: float) -> int:
         2
     """
     _check(0, 0, p0)
-    return math.ceil(math.log(alpha) / math.log(p0) - 1e-12)
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha!r}")
+    return math.ceil(math.log(alpha) / math.log(p0) - 1e-9)
+
+
+def reaches(p_value: float, alpha: float) -> bool:
+    """``p_value <= alpha`` up to floating-point rounding (0.1 ** 2 is 0.010000000000000002)."""
+    return p_value <= alpha * (1 + 1e-9)

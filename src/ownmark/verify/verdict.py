@@ -7,7 +7,7 @@ from typing import Any
 
 from ownmark.core import Evidence
 from ownmark.errors import ConfigError
-from ownmark.verify.tests import binomial_pvalue
+from ownmark.verify.tests import binomial_pvalue, reaches
 
 DEFAULT_ALPHA = 0.01
 
@@ -62,7 +62,7 @@ def decide(evidence: Evidence, alpha: float = DEFAULT_ALPHA) -> Verdict:
     check_alpha(alpha)
     p = binomial_pvalue(evidence.k, evidence.n, evidence.p0)
     return Verdict(
-        statistic=evidence.k, n=evidence.n, p0=evidence.p0, p_value=p, alpha=alpha, owned=p <= alpha,
+        statistic=evidence.k, n=evidence.n, p0=evidence.p0, p_value=p, alpha=alpha, owned=reaches(p, alpha),
         queries=evidence.queries, test="exact one-sided binomial",
         null_hypothesis=(
             f"the suspect is independent of the owner's model and answers each of the {evidence.n} "
