@@ -63,10 +63,12 @@ def list_(what: Annotated[str, typer.Argument(help="schemes, attacks, models, da
     from ownmark.watermarks import WATERMARKS
 
     groups = {
-        "schemes": WATERMARKS.names(), "attacks": ATTACKS.names(),
-        "models": [*MODELS.names(), "tv:NAME", "timm:NAME"], "datasets": [*DATASETS.names(), "folder:PATH", "tv:NAME"],
+        "schemes": WATERMARKS.names(),
+        "attacks": ATTACKS.names(),
+        "models": [*MODELS.names(), "tv:NAME", "timm:NAME"],
+        "datasets": [*DATASETS.names(), "folder:PATH", "tv:NAME"],
         "presets": [f"{s}:{p}" for s in WATERMARKS.names() for p in ["default", *WATERMARKS.get(s).presets]],
-    }  # fmt: skip
+    }
     if what != "all" and what not in groups:
         raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(groups)} or all")
     for name, items in groups.items():
@@ -78,13 +80,17 @@ def list_(what: Annotated[str, typer.Argument(help="schemes, attacks, models, da
 def train(
     out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
     arch: Annotated[str, typer.Option(help="Architecture (see `ownmark list models`).")] = "cnn2",
-    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0,
+    dataset: Dataset = "mnist5k",
+    split_seed: SplitSeed = 0,
     split: Annotated[str, typer.Option(help="Train on the owner's or the attacker's part.")] = "owner",
-    seed: Seed = 0, sets: Sets = None,
+    seed: Seed = 0,
+    sets: Sets = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint written after every epoch.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = False,
-    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
-) -> None:  # fmt: skip
+    accelerator: Accelerator = "cpu",
+    devices: Devices = 1,
+    num_nodes: Nodes = 1,
+) -> None:
     """Train a clean classifier on one part of a dataset."""
     from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
     from ownmark.models import save_model
@@ -95,10 +101,21 @@ def train(
         raise ConfigError(f"--split must be owner or attacker, got {split!r}")
     config = apply_overrides(CLEAN_TRAINING, _sets(sets))
     ctx = Context.load(dataset, split_seed)
-    model = train_model(ctx.spec(arch), getattr(ctx.splits, split), seed=seed, config=config,
-                        engine=_engine(accelerator, devices, num_nodes), checkpoint=checkpoint, resume=resume)  # fmt: skip
+    model = train_model(
+        ctx.spec(arch),
+        getattr(ctx.splits, split),
+        seed=seed,
+        config=config,
+        engine=_engine(accelerator, devices, num_nodes),
+        checkpoint=checkpoint,
+        resume=resume,
+    )
     acc = accuracy(model, ctx.splits.test)
-    save_model(out, model, info={"dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed, "test_accuracy": acc})
+    save_model(
+        out,
+        model,
+        info={"dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed, "test_accuracy": acc},
+    )
     _save_config(out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), "train", config, seed=seed)
     console.print(f"trained {arch} on {dataset}/{split}: test accuracy {acc:.4f} -> {out}")
 
@@ -108,9 +125,15 @@ def embed(
     scheme: Annotated[str, typer.Argument(help="Watermark scheme (see `ownmark list schemes`).")],
     model: Annotated[Path, typer.Option(help="Clean model to mark (from `ownmark train`).")],
     out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
-    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0, seed: Seed = 0, preset: Preset = "default", sets: Sets = None,
-    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
-) -> None:  # fmt: skip
+    dataset: Dataset = "mnist5k",
+    split_seed: SplitSeed = 0,
+    seed: Seed = 0,
+    preset: Preset = "default",
+    sets: Sets = None,
+    accelerator: Accelerator = "cpu",
+    devices: Devices = 1,
+    num_nodes: Nodes = 1,
+) -> None:
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     from ownmark.bench.experiment import Context
     from ownmark.io import save_key
@@ -127,8 +150,10 @@ def embed(
     save_model(out / "marked", marked, info={"scheme": scheme, "dataset": dataset, "split_seed": split_seed})
     digest = save_key(out / "key", key)
     _save_config(out / "config.json", f"embed {scheme}", config, preset=preset, seed=seed, key_sha256=digest)
-    console.print(f"{scheme}: clean acc {accuracy(clean, ctx.splits.test):.4f}, marked acc "
-                  f"{accuracy(marked, ctx.splits.test):.4f}; key sha256 {digest} (publish it as a commitment)")  # fmt: skip
+    console.print(
+        f"{scheme}: clean acc {accuracy(clean, ctx.splits.test):.4f}, marked acc "
+        f"{accuracy(marked, ctx.splits.test):.4f}; key sha256 {digest} (publish it as a commitment)"
+    )
 
 
 def _check_fits(model: Any, ctx: Any) -> None:
@@ -148,9 +173,14 @@ def attack(
     name: Annotated[str, typer.Argument(help="Attack (see `ownmark list attacks`).")],
     model: Annotated[Path, typer.Option(help="Victim model.")],
     out: Annotated[Path, typer.Option(help="Where to save the attacked model.")],
-    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0, seed: Seed = 0, sets: Sets = None,
-    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
-) -> None:  # fmt: skip
+    dataset: Dataset = "mnist5k",
+    split_seed: SplitSeed = 0,
+    seed: Seed = 0,
+    sets: Sets = None,
+    accelerator: Accelerator = "cpu",
+    devices: Devices = 1,
+    num_nodes: Nodes = 1,
+) -> None:
     """Attack a copy of a model with the attacker's data; report the cost."""
     from ownmark.attacks import ATTACKS
     from ownmark.bench.experiment import Context
@@ -163,13 +193,27 @@ def attack(
     victim, _ = load_model(model)
     ctx = Context.load(dataset, split_seed)
     _check_fits(victim, ctx)
-    attacked, cost = cls(config)(victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes))
+    attacked, cost = cls(config)(
+        victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes)
+    )
     acc = accuracy(attacked, ctx.splits.test)
-    save_model(out, attacked, info={"attack": name, "cost": {"epochs": cost.epochs, "seconds": cost.seconds,
-               "queries": cost.queries}, "dataset": dataset, "split_seed": split_seed})  # fmt: skip
-    _save_config(out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config, seed=seed)
-    console.print(f"{name}: victim acc {accuracy(victim, ctx.splits.test):.4f} -> attacked acc {acc:.4f}; "
-                  f"cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}")  # fmt: skip
+    save_model(
+        out,
+        attacked,
+        info={
+            "attack": name,
+            "cost": {"epochs": cost.epochs, "seconds": cost.seconds, "queries": cost.queries},
+            "dataset": dataset,
+            "split_seed": split_seed,
+        },
+    )
+    _save_config(
+        out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config, seed=seed
+    )
+    console.print(
+        f"{name}: victim acc {accuracy(victim, ctx.splits.test):.4f} -> attacked acc {acc:.4f}; "
+        f"cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}"
+    )
 
 
 @app.command()
@@ -179,7 +223,7 @@ def verify(
     calibration: Annotated[Path | None, typer.Option(help="Use p0 from `ownmark calibrate` instead of 1/K.")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
     sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
-) -> None:  # fmt: skip
+) -> None:
     """Verify suspect models against a key and print verdicts with p-values."""
     from ownmark.io import load_key
     from ownmark.models import load_model
@@ -211,8 +255,15 @@ def _verdict_table(rows: list[tuple[str, Any]]) -> None:
     table = Table("suspect", "matches", "p0", "p-value", "decision", "queries", "test")
     for name, v in rows:
         colour = "red" if v.owned else "green"
-        table.add_row(name, f"{v.statistic}/{v.n}", f"{v.p0:.3g}", f"{v.p_value:.2e}",
-                      f"[{colour}]{v.decision}[/]", str(v.queries), v.test)  # fmt: skip
+        table.add_row(
+            name,
+            f"{v.statistic}/{v.n}",
+            f"{v.p0:.3g}",
+            f"{v.p_value:.2e}",
+            f"[{colour}]{v.decision}[/]",
+            str(v.queries),
+            v.test,
+        )
     console.print(table)
     console.print(f"alpha = {rows[0][1].alpha}; null hypothesis: {rows[0][1].null_hypothesis}")
 
@@ -221,29 +272,40 @@ def _verdict_table(rows: list[tuple[str, Any]]) -> None:
 def calibrate(
     key: Annotated[Path, typer.Option(help="The owner's key.")],
     out: Annotated[Path, typer.Option(help="Calibration file (JSON) to write.")],
-    dataset: Dataset = "mnist5k", split_seed: SplitSeed = 0,
+    dataset: Dataset = "mnist5k",
+    split_seed: SplitSeed = 0,
     archs: Annotated[str, typer.Option(help="Comma-separated architectures of the null models.")] = "cnn2,lenet",
     seeds: Annotated[int, typer.Option(help="Null models per architecture.")] = 3,
     alpha: Annotated[float, typer.Option(help="Significance level for the false-positive count.")] = 0.01,
-    accelerator: Accelerator = "cpu", devices: Devices = 1, num_nodes: Nodes = 1,
-) -> None:  # fmt: skip
+    accelerator: Accelerator = "cpu",
+    devices: Devices = 1,
+    num_nodes: Nodes = 1,
+) -> None:
     """Train independent null models, measure their watermark rate, store a calibrated p0."""
     from ownmark.bench.experiment import Context, null_evidence, null_models
     from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.verify import calibrate as calibrate_
     from ownmark.watermarks import WATERMARKS
 
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     k = load_key(key)
     ctx = Context.load(dataset, split_seed)
-    models = null_models(ctx, archs.split(","), list(range(1000, 1000 + seeds)), engine=_engine(accelerator, devices, num_nodes))
+    models = null_models(
+        ctx, archs.split(","), list(range(1000, 1000 + seeds)), engine=_engine(accelerator, devices, num_nodes)
+    )
     digest = load_json(artefact_paths(key)[1])["sha256"]
     cal = calibrate_(null_evidence(WATERMARKS.get(k.scheme)(), k, models), key_digest=digest, alpha=alpha)
     cal.save(out)
     table = Table("null model", "matches", "p-value", "decision")
     for row in cal.models:
-        table.add_row(row["name"], f"{row['k']}/{row['n']}", f"{row['p_value']:.3g}", "OWNED" if row["owned"] else "not verified")
+        table.add_row(
+            row["name"], f"{row['k']}/{row['n']}", f"{row['p_value']:.3g}", "OWNED" if row["owned"] else "not verified"
+        )
     console.print(table)
-    console.print(f"calibrated p0 = {cal.p0:.4f} (99% upper bound); false-positive rate {cal.false_positive_rate:.2%} -> {out}")
+    console.print(
+        f"calibrated p0 = {cal.p0:.4f} (99% upper bound); false-positive rate {cal.false_positive_rate:.2%} -> {out}"
+    )
 
 
 @app.command()
@@ -258,8 +320,15 @@ def demo(
     table = Table("model", "role", "clean acc", "matches", "p-value", "decision", "queries")
     for r in rows:
         colour = "red" if r.verdict.owned else "green"
-        table.add_row(r.model, r.role, f"{r.accuracy:.3f}", f"{r.verdict.statistic}/{r.verdict.n}",
-                      f"{r.verdict.p_value:.2e}", f"[{colour}]{r.verdict.decision}[/]", str(r.verdict.queries))  # fmt: skip
+        table.add_row(
+            r.model,
+            r.role,
+            f"{r.accuracy:.3f}",
+            f"{r.verdict.statistic}/{r.verdict.n}",
+            f"{r.verdict.p_value:.2e}",
+            f"[{colour}]{r.verdict.decision}[/]",
+            str(r.verdict.queries),
+        )
     console.print(table)
     console.print(f"sequential verification of the marked model: {seq.decision} after {seq.queries} queries")
     console.print(f"report written to {out / 'demo.md'}")

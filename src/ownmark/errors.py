@@ -52,9 +52,7 @@ def require_positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(
-                f"{type(obj).__name__}.{name} must be a positive number, got {value!r}"
-            )
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a positive number, got {value!r}")
 
 
 def require_non_negative(obj: Any, *names: str) -> None:
@@ -62,9 +60,7 @@ def require_non_negative(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(
-                f"{type(obj).__name__}.{name} must be a number >= 0, got {value!r}"
-            )
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a number >= 0, got {value!r}")
 
 
 def require_in_range(
@@ -84,17 +80,14 @@ def require_choice(obj: Any, name: str, choices: Sequence[Any]) -> None:
     """Raise ConfigError unless ``obj.name`` is one of ``choices``."""
     value = getattr(obj, name)
     if value not in choices:
-        raise ConfigError(
-            f"{type(obj).__name__}.{name} must be one of {list(choices)}, got {value!r}"
-        )
+        raise ConfigError(f"{type(obj).__name__}.{name} must be one of {list(choices)}, got {value!r}")
 
 
 def check_same_shape(name_a: str, a: Any, name_b: str, b: Any) -> None:
     """Raise ShapeError unless tensors ``a`` and ``b`` have the same shape."""
     if tuple(a.shape) != tuple(b.shape):
         raise ShapeError(
-            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
-            "they must match"
+            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; they must match"
         )
 
 

@@ -125,7 +125,9 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     st_path, js_path = artefact_paths(path)
     for p in (st_path, js_path):
         if not p.is_file():
-            raise MissingFileError(f"no such file: {p} (an ownmark {kind} is a .safetensors file with a .json manifest beside it)")
+            raise MissingFileError(
+                f"no such file: {p} (an ownmark {kind} is a .safetensors file with a .json manifest beside it)"
+            )
     manifest = load_json(js_path)
     if not isinstance(manifest, dict) or "sha256" not in manifest or "kind" not in manifest:
         raise IntegrityError(f"{js_path} is not an ownmark manifest (no kind or sha256 field)")
@@ -134,7 +136,9 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     try:
         tensors = st_load(st_path.read_bytes())
     except (SafetensorError, ValueError, RuntimeError, OSError) as err:
-        raise IntegrityError(f"{st_path} is corrupt or truncated ({str(err).splitlines()[0]}); restore it from a backup") from None
+        raise IntegrityError(
+            f"{st_path} is corrupt or truncated ({str(err).splitlines()[0]}); restore it from a backup"
+        ) from None
     if tensor_digest(tensors) != manifest["sha256"]:
         raise IntegrityError(
             f"{st_path} does not match the SHA-256 digest in its manifest: the file was changed after saving"
@@ -170,4 +174,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several unrelated types for a bad file
-        raise IntegrityError(f"{path} is not a readable checkpoint ({type(err).__name__}); delete it to start over") from None
+        raise IntegrityError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}); delete it to start over"
+        ) from None

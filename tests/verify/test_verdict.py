@@ -1,4 +1,3 @@
-
 import pytest
 
 from ownmark.core import Evidence

@@ -28,9 +28,13 @@ class Row:
 
 
 def run_demo(
-    out: str | Path, *, seed: int = 0, alpha: float = DEFAULT_ALPHA, engine: Engine = Engine(),
+    out: str | Path,
+    *,
+    seed: int = 0,
+    alpha: float = DEFAULT_ALPHA,
+    engine: Engine = Engine(),
     say: Callable[[str], None] = lambda _m: None,
-) -> tuple[list[Row], Verdict]:  # fmt: skip
+) -> tuple[list[Row], Verdict]:
     """Run the whole loop on mnist5k; write artefacts and ``demo.md`` into ``out``.
 
     Returns the verdict rows and the sequential verdict on the marked model.
@@ -38,7 +42,10 @@ def run_demo(
     out = Path(out)
     start = time.perf_counter()
     ctx = Context.load("mnist5k", split_seed=seed)
-    say(f"data: mnist5k split into owner {len(ctx.splits.owner)}, attacker {len(ctx.splits.attacker)}, test {len(ctx.splits.test)}")
+    say(
+        f"data: mnist5k split into owner {len(ctx.splits.owner)}, attacker {len(ctx.splits.attacker)}, "
+        f"test {len(ctx.splits.test)}"
+    )
     clean = train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=seed, engine=engine)
     say(f"clean cnn2 trained: test accuracy {accuracy(clean, ctx.splits.test):.3f}")
     scheme = FCW(FCWConfig())
@@ -58,10 +65,20 @@ def run_demo(
     rows = []
     for name, (role, model) in suspects.items():
         ev = scheme.detect(model, key)
-        rows.append(Row(name, role, accuracy(model, ctx.splits.test), decide(ev, alpha), ev.details["embed_k"] / ev.details["embed_n"]))
+        rows.append(
+            Row(
+                name,
+                role,
+                accuracy(model, ctx.splits.test),
+                decide(ev, alpha),
+                ev.details["embed_k"] / ev.details["embed_n"],
+            )
+        )
     oracle = LabelOracle(marked, num_classes=key.meta["num_classes"])
     xv, yv = key.tensors["verify_x"], key.tensors["verify_y"]
-    seq = sequential_verify(lambda i: bool(oracle(xv[i : i + 1])[0] == yv[i]), len(xv), 1 / key.meta["num_classes"], alpha)
+    seq = sequential_verify(
+        lambda i: bool(oracle(xv[i : i + 1])[0] == yv[i]), len(xv), 1 / key.meta["num_classes"], alpha
+    )
     atomic_write_text(out / "demo.md", render(rows, seq, alpha, key.meta, digest, time.perf_counter() - start))
     return rows, seq
 
@@ -70,12 +87,14 @@ def render(rows: list[Row], seq: Verdict, alpha: float, meta: dict, digest: str,
     """The demo report in Markdown."""
     t = meta["target"]
     lines = [
-        "# ownmark demo: function-coupled watermark on mnist5k", "",
+        "# ownmark demo: function-coupled watermark on mnist5k",
+        "",
         f"FCW (Wen et al. 2023) embedded into a 2-conv CNN; watermark label {t}; key sha256 `{digest}`.",
-        f"Verdict: exact one-sided binomial test on held-out verification triggers, alpha = {alpha}.", "",
+        f"Verdict: exact one-sided binomial test on held-out verification triggers, alpha = {alpha}.",
+        "",
         "| model | role | clean acc | wm matches (held-out) | embed-set rate | p-value | decision | queries |",
         "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for r in rows:
         v = r.verdict
         lines.append(
@@ -84,11 +103,16 @@ def render(rows: list[Row], seq: Verdict, alpha: float, meta: dict, digest: str,
         )
     need = min_queries(alpha, seq.p0)
     lines += [
-        "", "## Sequential verification of the marked model", "",
+        "",
+        "## Sequential verification of the marked model",
+        "",
         f"Triggers queried one at a time under a test martingale (valid under optional stopping): decision "
         f"**{seq.decision}** after {seq.queries} queries (anytime p-value {seq.p_value:.2e}); the least possible "
-        f"number of all-matching queries at p0 = {seq.p0:.3g} is {need} (ratio {seq.queries / need:.2f}).", "",
-        f"Null hypothesis: {rows[0].verdict.null_hypothesis}.", "",
-        f"Total demo time: {seconds:.0f} s on this machine.", "",
-    ]  # fmt: skip
+        f"number of all-matching queries at p0 = {seq.p0:.3g} is {need} (ratio {seq.queries / need:.2f}).",
+        "",
+        f"Null hypothesis: {rows[0].verdict.null_hypothesis}.",
+        "",
+        f"Total demo time: {seconds:.0f} s on this machine.",
+        "",
+    ]
     return "\n".join(lines)

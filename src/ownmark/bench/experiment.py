@@ -54,7 +54,9 @@ def null_models(
     models = {}
     for arch in archs:
         for seed in seeds:
-            models[f"{arch}-seed{seed}"] = train_model(ctx.spec(arch), ctx.splits.owner, seed=seed, config=config, engine=engine)
+            models[f"{arch}-seed{seed}"] = train_model(
+                ctx.spec(arch), ctx.splits.owner, seed=seed, config=config, engine=engine
+            )
     if attacker_model:
         models[f"{archs[0]}-attacker-data"] = train_model(
             ctx.spec(archs[0]), ctx.splits.attacker, seed=10_007, config=config, engine=engine

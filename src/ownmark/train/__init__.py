@@ -12,4 +12,14 @@ from ownmark.train.loop import (
     predict_logits,
 )
 
-__all__ = ["Engine", "TrainConfig", "TrainResult", "accuracy", "fit", "key_seed", "lr_at", "make_optimizer", "predict_logits"]
+__all__ = [
+    "Engine",
+    "TrainConfig",
+    "TrainResult",
+    "accuracy",
+    "fit",
+    "key_seed",
+    "lr_at",
+    "make_optimizer",
+    "predict_logits",
+]

@@ -52,7 +52,9 @@ class TrainConfig:
         require_non_negative(self, "momentum", "weight_decay")
         require_choice(self, "optimizer", ("sgd", "adam"))
         if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
-            raise ConfigError(f"TrainConfig.epochs and batch_size must be ints, got {self.epochs!r}, {self.batch_size!r}")
+            raise ConfigError(
+                f"TrainConfig.epochs and batch_size must be ints, got {self.epochs!r}, {self.batch_size!r}"
+            )
         if any(not 0 < m < 1 for m in self.milestones):
             raise ConfigError(f"TrainConfig.milestones must be fractions in (0, 1), got {self.milestones!r}")
 
@@ -154,7 +156,9 @@ def fit(
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint)
         if state.get("seed") != seed or state.get("config") != asdict(config):
-            raise IntegrityError(f"{checkpoint} was written by a run with another seed or config; pass the same ones or delete it")
+            raise IntegrityError(
+                f"{checkpoint} was written by a run with another seed or config; pass the same ones or delete it"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])

@@ -75,7 +75,9 @@ def calibrate(
     rows, k_total, n_total, false_pos = [], 0, 0, 0
     for name, ev in evidences.items():
         verdict = decide(ev, alpha)
-        rows.append({"name": name, "k": ev.k, "n": ev.n, "rate": ev.rate, "p_value": verdict.p_value, "owned": verdict.owned})
+        rows.append(
+            {"name": name, "k": ev.k, "n": ev.n, "rate": ev.rate, "p_value": verdict.p_value, "owned": verdict.owned}
+        )
         k_total, n_total, false_pos = k_total + ev.k, n_total + ev.n, false_pos + verdict.owned
     return Calibration(
         scheme=schemes.pop(), key_digest=key_digest, confidence=confidence, alpha=alpha,

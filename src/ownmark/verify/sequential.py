@@ -95,7 +95,15 @@ def sequential_verify(
             break
     p_value = min(1.0, 1 / mart.max_value)
     return Verdict(
-        statistic=k, n=used, p0=p0, p_value=p_value, alpha=alpha, owned=reaches(p_value, alpha), queries=used,
+        statistic=k,
+        n=used,
+        p0=p0,
+        p_value=p_value,
+        alpha=alpha,
+        owned=reaches(p_value, alpha),
+        queries=used,
         test="sequential mixture likelihood-ratio martingale (anytime-valid)",
-        null_hypothesis=f"each verification trigger is answered with the watermark label with probability at most {p0:.4g}",
-    )  # fmt: skip
+        null_hypothesis=(
+            f"each verification trigger is answered with the watermark label with probability at most {p0:.4g}"
+        ),
+    )

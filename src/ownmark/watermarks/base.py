@@ -81,7 +81,7 @@ def parse_value(owner: str, name: str, raw: Any, current: Any) -> Any:
         if current is None and text.lower() == "none":
             return None
     except ValueError:
-        raise ConfigError(f"{owner}.{name} expects a {type(current).__name__}, got {raw!r}") from None
+        raise ConfigError(f"{owner}.{name} expects a value of type {type(current).__name__}, got {raw!r}") from None
     return text
 
 

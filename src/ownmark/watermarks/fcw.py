@@ -235,5 +235,3 @@ class FCW:
     def detect(self, suspect, key: Key, *, p0: float | None = None) -> Evidence:
         """Count held-out triggers the suspect (a module or a label function) answers with t."""
         return trigger_evidence("fcw", suspect, key, p0)
-
-
