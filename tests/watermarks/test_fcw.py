@@ -156,7 +156,7 @@ def test_must_hold_fcw_on_mnist5k(mnist_run) -> None:
 @pytest.mark.slow
 def test_must_hold_no_false_claims_on_independent_models(mnist_run) -> None:
     ctx, _, _, key = mnist_run
-    quick = TrainConfig(epochs=4, lr=0.05)  # independent, real classifiers (>90%), trained quickly
+    quick = TrainConfig(epochs=6, lr=0.05)  # independent, real classifiers (88-95% here), trained quickly
     models = null_models(ctx, ["cnn2", "lenet"], [11, 12], config=quick)
     assert len(models) >= 5
     assert all(accuracy(m, ctx.splits.test) > 0.85 for m in models.values())
