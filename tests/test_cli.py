@@ -123,7 +123,9 @@ def test_list_prints_every_group() -> None:
                         ("presets", "fcw:default")]:  # fmt: skip
         line = next((ln for ln in out.splitlines() if ln.startswith(f"{group}:")), None)
         assert line is not None and name in line, out
-    assert invoke("list", "attacks").stdout.strip() == "attacks: ftal, prune"
+    from ownmark.attacks import ATTACKS
+
+    assert invoke("list", "attacks").stdout.strip() == f"attacks: {', '.join(ATTACKS.names())}"
 
 
 def test_train_writes_weights_manifest_and_config(art: Artefacts) -> None:
@@ -168,6 +170,23 @@ def test_sequential_verify_spends_fewer_queries(art: Artefacts, monkeypatch: pyt
     assert fixed[0][4] == seq[0][4] == "OWNED", (fixed, seq)
     assert int(seq[0][5]) < int(fixed[0][5]), (fixed, seq)
     assert "sequential" in seq[0][6]
+
+
+def test_verify_through_an_input_transform(art: Artefacts, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(art.root)
+    mild = table_rows(invoke("verify", "--model", "fcw/marked", "--key", "fcw/key", "--transform", "blur").stdout)
+    assert mild[0][4] == "OWNED"  # a mild blur keeps the mark
+
+
+def test_transform_is_refused_as_a_model_attack(art: Artefacts, monkeypatch, capsys, tmp_path: Path) -> None:
+    assert "--transform noise" in fail(
+        monkeypatch, capsys, "attack", "noise", "--model", art.marked, "--out", tmp_path / "x"
+    )
+    args = ("verify", "--model", art.marked, "--key", art.key, "--transform", "noise", "--set", "bogus=1")
+    assert "NoiseConfig has no setting 'bogus'" in fail(monkeypatch, capsys, *args)  # --set configures it
+    assert "not an input transform" in fail(
+        monkeypatch, capsys, "verify", "--model", art.marked, "--key", art.key, "--transform", "ftal"
+    )
 
 
 def test_attack_ftal_writes_attacked_model(art: Artefacts, tmp_path: Path) -> None:

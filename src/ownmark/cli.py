@@ -189,6 +189,11 @@ def attack(
     from ownmark.watermarks import apply_overrides
 
     cls = ATTACKS.get(name)
+    if getattr(cls, "input_transform", False):
+        raise ConfigError(
+            f"{name} transforms the suspect's inputs at verification time and changes no weights; "
+            f"use `ownmark verify --transform {name} --set key=value`"
+        )
     config = apply_overrides(cls.config_class(), _sets(sets))
     victim, _ = load_model(model)
     ctx = Context.load(dataset, split_seed)
@@ -223,6 +228,10 @@ def verify(
     calibration: Annotated[Path | None, typer.Option(help="Use p0 from `ownmark calibrate` instead of 1/K.")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
     sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
+    transform: Annotated[
+        str | None, typer.Option(help="Input transform applied to every query: noise, blur, flip or jpeg.")
+    ] = None,
+    sets: Sets = None,
 ) -> None:
     """Verify suspect models against a key and print verdicts with p-values."""
     from ownmark.io import load_key
@@ -234,12 +243,29 @@ def verify(
     k = load_key(key)
     scheme = WATERMARKS.get(k.scheme)()
     p0 = Calibration.load(calibration).p0 if calibration else None
+    wrap = _transform(transform, _sets(sets))
     rows = []
     for path in model:
-        suspect, _ = load_model(path)
+        suspect = wrap(load_model(path)[0])
         verdict = _sequential(suspect, k, p0, alpha) if sequential else decide(scheme.detect(suspect, k, p0=p0), alpha)
         rows.append((str(path), verdict))
     _verdict_table(rows)
+
+
+def _transform(name: str | None, sets: dict[str, str]) -> Any:
+    """A function wrapping a suspect in the named input transform (identity without one)."""
+    if name is None:
+        if sets:
+            raise ConfigError("--set on verify configures --transform; name the transform too")
+        return lambda model: model
+    from ownmark.attacks import ATTACKS
+    from ownmark.watermarks import apply_overrides
+
+    cls = ATTACKS.get(name)
+    if not getattr(cls, "input_transform", False):
+        raise ConfigError(f"{name} is not an input transform; use `ownmark attack {name}` to change a model")
+    attack = cls(apply_overrides(cls.config_class(), sets))
+    return lambda model: attack(model, None, seed=0)[0]
 
 
 def _sequential(suspect: Any, key: Any, p0: float | None, alpha: float):

@@ -1,8 +1,26 @@
 """Removal and extraction attacks; importing this package registers every attack."""
 
-from ownmark.attacks import finetune, prune  # noqa: F401  (registers)
+from ownmark.attacks import chain, distill, finetune, prune, transforms  # noqa: F401  (registers)
 from ownmark.attacks.base import ATTACKS, timed
-from ownmark.attacks.finetune import FineTune, FineTuneConfig
-from ownmark.attacks.prune import Prune, PruneConfig, global_l1_prune
+from ownmark.attacks.chain import Chain
+from ownmark.attacks.distill import Distill, DistillConfig, make_query
+from ownmark.attacks.finetune import FineTune, FineTuneConfig, FineTuneLastLayer, RetrainAll, RetrainLastLayer
+from ownmark.attacks.prune import FinePrune, FinePruneConfig, Prune, PruneConfig, global_l1_prune
+from ownmark.attacks.transforms import (
+    Blur,
+    BlurConfig,
+    Flip,
+    FlipConfig,
+    Jpeg,
+    JpegConfig,
+    Noise,
+    NoiseConfig,
+    TransformedModel,
+)
 
-__all__ = ["ATTACKS", "FineTune", "FineTuneConfig", "Prune", "PruneConfig", "global_l1_prune", "timed"]
+__all__ = [
+    "ATTACKS", "Blur", "BlurConfig", "Chain", "Distill", "DistillConfig", "FinePrune", "FinePruneConfig",
+    "FineTune", "FineTuneConfig", "FineTuneLastLayer", "Flip", "FlipConfig", "Jpeg", "JpegConfig", "Noise",
+    "NoiseConfig", "Prune", "PruneConfig", "RetrainAll", "RetrainLastLayer", "TransformedModel",
+    "global_l1_prune", "make_query", "timed",
+]  # fmt: skip

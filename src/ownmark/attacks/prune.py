@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from ownmark.attacks.base import ATTACKS, timed
+from ownmark.attacks.chain import Chain
+from ownmark.attacks.finetune import FineTune, FineTuneConfig
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import require_in_range
@@ -73,10 +75,60 @@ class Prune:
     def __init__(self, config: PruneConfig = PruneConfig()) -> None:
         self.config = config
 
-    def __call__(self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()) -> tuple[nn.Module, Cost]:
+    def __call__(
+        self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()
+    ) -> tuple[nn.Module, Cost]:
         attacked = copy.deepcopy(model)
         cost = Cost()
         with timed(cost):
             cost.details["zeroed"] = global_l1_prune(attacked, self.config.amount)
         cost.details["amount"] = self.config.amount
         return attacked.eval(), cost
+
+
+@dataclass(frozen=True)
+class FinePruneConfig(FineTuneConfig):
+    """Pruning ``amount`` (as :class:`PruneConfig`), then fine-tuning (as :class:`FineTuneConfig`)."""
+
+    amount: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_in_range(self, "amount", 0.0, 1.0, high_open=True)
+
+
+@ATTACKS.register("fineprune")
+class FinePrune:
+    """Fine-pruning: global L1 pruning of a copy of the victim, then fine-tuning of all layers.
+
+    Pruning removes weights the watermark may rely on; fine-tuning on the attacker's data wins
+    back the accuracy pruning cost. This is ``Chain([Prune, FineTune])``. Liu et al. prune the
+    channels of the last conv layer that stay dormant on clean data; like the SoK's suite, this
+    unit prunes weights by magnitude across all layers instead. Pruned weights are free to grow
+    back while fine-tuning (no mask is kept).
+
+    Reference:
+        Liu, Dolan-Gavitt, Garg, "Fine-Pruning: Defending Against Backdooring Attacks on Deep
+        Neural Networks", RAID 2018, arXiv:1805.12185; Lukas et al., IEEE S&P 2022, arXiv:2108.04974.
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> from ownmark.models import ModelSpec
+        >>> attacked, cost = FinePrune(FinePruneConfig(amount=0.5, epochs=1))(
+        ...     ModelSpec("cnn2", 3, 4, 16).build(), toy_images(), seed=0)
+        >>> cost.epochs, cost.details["zeroed"] > 0
+        (1.0, True)
+    """
+
+    access = "white-box"
+    config_class = FinePruneConfig
+    presets: dict = {}
+
+    def __init__(self, config: FinePruneConfig = FinePruneConfig()) -> None:
+        self.config = config
+
+    def __call__(
+        self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()
+    ) -> tuple[nn.Module, Cost]:
+        finetune = {f.name: getattr(self.config, f.name) for f in fields(FineTuneConfig)}
+        chain = Chain([Prune(PruneConfig(amount=self.config.amount)), FineTune(FineTuneConfig(**finetune))])
+        return chain(model, data, seed=seed, engine=engine)

@@ -1,0 +1,38 @@
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from ownmark.data.toy import toy_images
+from ownmark.models import ModelSpec
+from ownmark.train import TrainConfig, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they slow down."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _untrained(arch: str = "cnn2", channels: int = 3) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return ModelSpec(arch, channels, 4, 16).build().eval()
+
+
+@pytest.fixture
+def untrained() -> Callable[..., nn.Module]:
+    """Builds an untrained toy classifier (4 classes, 16x16 pixels), the same weights every time."""
+    return _untrained
+
+
+@pytest.fixture(scope="session")
+def toy_victim() -> nn.Module:
+    """A cnn2 trained on toy_images(0) (100% on held-out toy images); every attack must leave it as it is."""
+    model = _untrained()
+    fit(model, toy_images(0), TrainConfig(epochs=4, batch_size=8, lr=0.03), seed=0)
+    return model
