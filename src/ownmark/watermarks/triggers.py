@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 from ownmark.core import Evidence, Key
+from ownmark.data import ImageSet
 from ownmark.errors import KeyMismatchError
+from ownmark.train import Engine, TrainConfig, fit
 from ownmark.verify import LabelOracle
 
 
@@ -21,6 +26,31 @@ def trigger_batch_hook(x_trig: torch.Tensor, y_trig: torch.Tensor, per_batch: in
         return torch.cat([x, x_trig[idx]]), torch.cat([y, y_trig[idx]])
 
     return hook
+
+
+def fine_tune_with_triggers(
+    model: nn.Module, data: ImageSet, x_trig: torch.Tensor, y_trig: torch.Tensor, config: TrainConfig, *,
+    per_batch: int, seed: int, engine: Engine = Engine(), checkpoint=None, resume: bool = False,
+) -> nn.Module:  # fmt: skip
+    """A copy of ``model`` fine-tuned on ``data`` with ``per_batch`` triggers joined to every clean
+    batch (one cross-entropy over the union, no masking); ``model`` itself stays untouched.
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> from ownmark.models import ModelSpec
+        >>> data = toy_images()
+        >>> model = ModelSpec("cnn2", 3, 4, 16).build()
+        >>> cfg = TrainConfig(epochs=1, batch_size=16)
+        >>> marked = fine_tune_with_triggers(model, data, data.x[:4], data.y[:4], cfg, per_batch=2, seed=0)
+        >>> marked is model
+        False
+    """
+    marked = copy.deepcopy(model)
+    fit(
+        marked, data, config, seed=seed, engine=engine, checkpoint=checkpoint, resume=resume,
+        batch_hook=trigger_batch_hook(x_trig, y_trig, per_batch),
+    )  # fmt: skip
+    return marked
 
 
 def check_key(key: Key, scheme: str) -> None:
