@@ -1,0 +1,200 @@
+"""Content, noise and unrelated trigger sets: the scheme contracts on toy data, trigger making,
+config checks, and the must-hold figures on mnist5k at reduced scale."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from ownmark.bench.experiment import Context, train_model
+from ownmark.core import Key
+from ownmark.data import ImageSet, load_dataset
+from ownmark.data.toy import toy_images
+from ownmark.errors import ConfigError
+from ownmark.io import load_key, save_key
+from ownmark.models import ModelSpec
+from ownmark.train import TrainConfig, accuracy, fit
+from ownmark.verify import decide
+from ownmark.watermarks import WATERMARKS
+from ownmark.watermarks.baselines import (
+    Content,
+    ContentConfig,
+    NoiseConfig,
+    Unrelated,
+    UnrelatedConfig,
+    to_image_shape,
+)
+
+NAMES = ["content", "noise", "unrelated"]
+# 16 + 16 triggers from 96 toy images; constant lr so every trigger is seen at full strength
+TOY = dict(n_embed=16, n_verify=16, epochs=6, batch_size=8, triggers_per_batch=2, lr=0.02, milestones=())
+
+
+@dataclass
+class ToyRun:
+    data: ImageSet
+    base: nn.Module
+    before: dict[str, torch.Tensor]
+    clean: nn.Module
+    runs: dict[str, tuple[nn.Module, Key]]
+
+
+@pytest.fixture(scope="module")
+def toy() -> ToyRun:
+    """A briefly trained toy cnn2, its three marked copies, and a copy fine-tuned without triggers."""
+    data = toy_images(0, n=96)
+    base = train_model(ModelSpec("cnn2", 3, 4, 16), data, seed=0, config=TrainConfig(epochs=5, batch_size=16, lr=0.05))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    runs = {
+        name: WATERMARKS.get(name)(WATERMARKS.get(name).config_class(**TOY)).embed(base, data, seed=0) for name in NAMES
+    }
+    clean = copy.deepcopy(base)
+    fit(clean, data, ContentConfig(**TOY).train_config(), seed=0)  # the same fine-tuning, no triggers
+    return ToyRun(data, base, before, clean, runs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_embed_leaves_the_input_model_bit_identical(name: str, toy: ToyRun) -> None:
+    assert all(torch.equal(toy.before[k], v) for k, v in toy.base.state_dict().items())
+    assert toy.runs[name][0] is not toy.base
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_marked_beats_unmarked_evidence(name: str, toy: ToyRun) -> None:
+    scheme = WATERMARKS.get(name)()
+    marked, key = toy.runs[name]
+    on_marked, on_clean = scheme.detect(marked, key), scheme.detect(toy.clean, key)
+    assert on_marked.n == on_clean.n == 16 and on_marked.p0 == 0.25
+    assert on_marked.k >= on_clean.k + 8  # margin: half the verification set
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_key_survives_save_and_load(name: str, toy: ToyRun, tmp_path) -> None:
+    marked, key = toy.runs[name]
+    save_key(tmp_path / "key", key)
+    loaded = load_key(tmp_path / "key")
+    assert (loaded.scheme, loaded.meta, loaded.config) == (name, key.meta, key.config)
+    assert loaded.tensors.keys() == key.tensors.keys()
+    assert all(torch.equal(loaded.tensors[k], v) for k, v in key.tensors.items())
+    scheme = WATERMARKS.get(name)()
+    assert scheme.detect(marked, loaded).k == scheme.detect(marked, key).k
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_verification_set_shares_no_image_with_the_embedding_set(name: str, toy: ToyRun) -> None:
+    t = toy.runs[name][1].tensors
+    assert t["embed_x"].shape == t["verify_x"].shape == (16, 3, 16, 16)
+    assert not set(t["embed_index"].tolist()) & set(t["verify_index"].tolist())
+    assert torch.cdist(t["verify_x"].flatten(1), t["embed_x"].flatten(1)).min() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["content", "noise"])
+def test_in_distribution_triggers_come_from_other_classes_and_carry_the_target(name: str) -> None:
+    data = toy_images(0, n=96)
+    tensors, target = WATERMARKS.get(name)(WATERMARKS.get(name).config_class(**TOY)).make_triggers(data, seed=5)
+    index = torch.cat([tensors["embed_index"], tensors["verify_index"]])
+    assert (data.y[index] != target).all()
+    assert (tensors["embed_y"] == target).all() and (tensors["verify_y"] == target).all()
+
+
+def test_content_stamps_the_secret_patch_in_the_corner_only() -> None:
+    data = toy_images(0, n=96)
+    tensors, _ = Content(ContentConfig(**TOY)).make_triggers(data, seed=1)
+    x, source, patch = tensors["embed_x"], data.x[tensors["embed_index"]], tensors["pattern"]
+    assert patch.shape == (3, 3, 3)  # 0.2 of 16 pixels, rounded
+    assert (x[:, :, -3:, -3:] == patch).all()
+    outside = torch.ones(16, 16, dtype=torch.bool)
+    outside[-3:, -3:] = False
+    assert torch.equal(x[:, :, outside], source[:, :, outside])
+
+
+def test_same_seed_gives_the_same_triggers_and_content_and_noise_share_sources() -> None:
+    data = toy_images(0, n=96)
+    (one, t1), (two, _), (other, _) = (Content(ContentConfig(**TOY)).make_triggers(data, seed=s) for s in (3, 3, 4))
+    assert torch.equal(one["embed_x"], two["embed_x"]) and not torch.equal(one["embed_x"], other["embed_x"])
+    noise, t2 = WATERMARKS.get("noise")(NoiseConfig(**TOY)).make_triggers(data, seed=3)
+    assert t1 == t2 and torch.equal(one["verify_index"], noise["verify_index"])
+
+
+def test_unrelated_images_are_converted_to_the_owners_shape() -> None:
+    photos = load_dataset("photos")
+    grey = to_image_shape(photos.x[:4], (1, 28, 28))
+    assert grey.shape == (4, 1, 28, 28) and 0 <= grey.min() and grey.max() <= 1
+    flat = torch.full((1, 3, 32, 32), 0.25)
+    flat[:, 0] = 1.0
+    assert torch.allclose(to_image_shape(flat, (1, 8, 8)), torch.tensor(0.5))  # the mean over RGB
+    with pytest.raises(ConfigError, match="owner's own dataset"):
+        Unrelated(UnrelatedConfig(source="toy", **TOY)).make_triggers(toy_images(0, n=96), seed=0)
+
+
+def test_random_labels_verify_on_embedding_triggers_each_with_its_own_label(tmp_path) -> None:
+    cfg = UnrelatedConfig(labels="random", **{**TOY, "n_verify": 8, "epochs": 1})
+    marked, key = Unrelated(cfg).embed(ModelSpec("cnn2", 3, 4, 16).build(), toy_images(0, n=96), seed=0)
+    t = key.tensors
+    assert key.meta["target"] is None and len(t["embed_y"].unique()) > 1
+    assert torch.equal(t["verify_x"], t["embed_x"][:8]) and torch.equal(t["verify_y"], t["embed_y"][:8])
+    save_key(tmp_path / "key", key)  # verify_* are copies: safetensors refuses tensors sharing memory
+    evidence = Unrelated().detect(marked, load_key(tmp_path / "key"))
+    assert (evidence.n, evidence.p0) == (8, 0.25)
+
+
+_BAD = [
+    ("n_embed", 0), ("n_verify", 2.5), ("target", -2), ("triggers_per_batch", 0), ("epochs", True), ("lr", 0.0),
+    ("weight_decay", -1.0), ("milestones", (1.5,)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("field", "value"), _BAD)
+def test_config_rejects_bad_shared_values(name: str, field: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=field):
+        WATERMARKS.get(name).config_class(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("config_class", "changes", "field"),
+    [
+        (ContentConfig, {"patch_fraction": 0.7}, "patch_fraction"),
+        (NoiseConfig, {"std": 0.0}, "std"),
+        (UnrelatedConfig, {"labels": "zip"}, "labels"),
+        (UnrelatedConfig, {"source": ""}, "source"),
+        (UnrelatedConfig, {"labels": "random", "target": 3}, "target"),
+        (UnrelatedConfig, {"labels": "random", "n_embed": 10, "n_verify": 20}, "n_verify"),
+    ],
+)
+def test_config_rejects_bad_scheme_values(config_class: type, changes: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        config_class(**changes)
+
+
+def test_dataset_problems_are_clear_errors() -> None:
+    data = toy_images(0, n=64)
+    with pytest.raises(ConfigError, match="n_embed"):
+        Content(ContentConfig(n_embed=40, n_verify=40)).make_triggers(data, seed=0)
+    with pytest.raises(ConfigError, match="target"):
+        Content(ContentConfig(target=7)).make_triggers(data, seed=0)
+    with pytest.raises(TypeError, match="ContentConfig"):
+        Content(NoiseConfig())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
+    ctx, clean = mnist
+    scheme = WATERMARKS.get(name)
+    # 4 epochs at a constant lr: with the default milestones only the first of 4 epochs runs at lr 0.01
+    marked, key = scheme(scheme.config_class(epochs=4, milestones=())).embed(clean, ctx.splits.owner, seed=0)
+    evidence = scheme().detect(marked, key)
+    assert evidence.n == 100 and evidence.rate >= 0.8  # held-out triggers
+    assert decide(evidence).p_value <= 1e-6
+    assert abs(accuracy(marked, ctx.splits.test) - accuracy(clean, ctx.splits.test)) <= 0.03
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    ctx = Context.load("mnist5k")
+    return ctx, train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=0, config=TrainConfig(epochs=4, lr=0.05))
