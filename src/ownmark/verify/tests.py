@@ -40,7 +40,7 @@ def upper_bound(k: int, n: int, confidence: float = 0.99) -> float:
 
     Example:
         >>> round(upper_bound(0, 100, 0.99), 4)
-        0.0450
+        0.045
     """
     if not (isinstance(n, int) and n > 0 and isinstance(k, int) and 0 <= k <= n):
         raise ConfigError(f"need integers 0 <= k <= n with n > 0, got k={k!r}, n={n!r}")
