@@ -360,6 +360,40 @@ def demo(
     console.print(f"report written to {out / 'demo.md'}")
 
 
+@bench_app.command("run")
+def bench_run(
+    preset: Annotated[str | None, typer.Option(help="quick (this CPU, minutes), smoke (seconds) or paper (GPU).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML or TOML matrix config (may name a preset).")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for models, keys and results.sqlite.")] = None,
+    executor: Annotated[str, typer.Option(help="serial, local (worker processes) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs for a local Ray instance.")] = 2,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
+) -> None:
+    """Run the matrix scheme x attack x seed; a re-run skips every stored cell."""
+    from ownmark.bench.executors import make_executor
+    from ownmark.bench.matrix import load_config, run_matrix
+
+    cfg = load_config(preset, config)
+    workdir = workdir or Path("runs") / "bench" / cfg.name
+    written = run_matrix(
+        cfg, workdir, executor=make_executor(executor, workers=workers, address=address),
+        say=lambda m: console.print(f"[dim]{m}[/]"),
+    )
+    console.print(f"{written} rows written to {workdir / 'results.sqlite'}; `ownmark report --workdir {workdir}` next")
+
+
+@app.command()
+def report(
+    workdir: Annotated[Path, typer.Option(help="A bench work folder (holding results.sqlite).")],
+    out: Annotated[Path | None, typer.Option(help="Folder for report.md and report.html.")] = None,
+) -> None:
+    """Turn bench results into Markdown and a self-contained HTML page with plots."""
+    from ownmark.bench.report_cli import write_report
+
+    md, html = write_report(workdir, out or workdir / "report")
+    console.print(f"report written to {md} and {html}")
+
+
 @bench_app.command("perf")
 def bench_perf(
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("BENCHMARKS.md"),

@@ -65,7 +65,7 @@ def apply_overrides(config: Any, overrides: dict[str, str]) -> Any:
 def parse_value(owner: str, name: str, raw: Any, current: Any) -> Any:
     """Parse ``raw`` (a string from the command line) to the type of ``current``."""
     if not isinstance(raw, str):
-        return raw
+        return tuple(raw) if isinstance(current, tuple) and isinstance(raw, list) else raw
     text = raw.strip()
     try:
         if isinstance(current, bool):

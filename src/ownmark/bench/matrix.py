@@ -1,0 +1,235 @@
+"""The experiment matrix: scheme x attack x seed, resumable, in parallel processes or on Ray.
+
+A matrix run has three phases, each a set of independent tasks:
+
+1. one clean model per seed (trained on the owner's split);
+2. one marked model and key per (scheme, seed), embedded into that seed's clean model;
+3. the cells: every (scheme, attack setting, seed) attacks the marked model with the attacker's
+   split and verifies the result; beside them, null models (independently trained) are verified
+   with every key, which measures the false-positive rate.
+
+Models and keys of phases 1-2 are cached as artefacts in the work folder, and every finished
+cell is a row in the :class:`ResultStore`; a killed run resumes where it stopped and, every step
+being seeded, ends with the rows of an uninterrupted run (timings aside). The bench only
+orchestrates: training, embedding, attacks and verdicts are the library's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ownmark.errors import ConfigError, UnknownNameError
+
+AttackSpec = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    """What a matrix run covers; built from a preset or a YAML/TOML file.
+
+    Attributes:
+        schemes: scheme name -> {"preset": name, "set": {field: value}}.
+        attacks: list of {"name": attack or "none", "label": optional, "set": {...},
+            "sweep": {field: [values]}}; a sweep makes one cell per value.
+        nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null models.
+    """
+
+    name: str = "custom"
+    dataset: str = "mnist5k"
+    split_seed: int = 0
+    arch: str = "cnn2"
+    seeds: tuple[int, ...] = (0,)
+    alpha: float = 0.01
+    clean: dict[str, Any] = field(default_factory=dict)
+    schemes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: tuple[AttackSpec, ...] = ()
+    nulls: dict[str, Any] = field(default_factory=dict)
+    null_training: dict[str, Any] = field(default_factory=dict)
+    accelerator: str = "cpu"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        from ownmark.attacks import ATTACKS
+        from ownmark.watermarks import WATERMARKS
+
+        if not self.schemes:
+            raise ConfigError("a bench config needs at least one scheme under `schemes`")
+        for name in self.schemes:
+            WATERMARKS.get(name)
+        for spec in self.attacks:
+            if not isinstance(spec, dict) or "name" not in spec:
+                raise ConfigError(f"each attack needs a name, got {spec!r}")
+            if spec["name"] != "none":
+                ATTACKS.get(spec["name"])
+            unknown = set(spec) - {"name", "label", "set", "sweep"}
+            if unknown:
+                raise ConfigError(f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep")
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MatrixConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ConfigError(f"unknown bench config keys {sorted(unknown)}; known: {sorted(known)}")
+        raw = dict(raw)
+        for key in ("seeds", "attacks"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+    def cells(self) -> Iterator[tuple[str, str, dict[str, Any], int]]:
+        """(scheme, attack label, attack setting, seed) for every cell, in a fixed order."""
+        for scheme, spec, seed in itertools.product(self.schemes, self.attacks, self.seeds):
+            for label, setting in expand(spec):
+                yield scheme, label, setting, seed
+
+    def null_names(self) -> list[tuple[str, str, int, str]]:
+        """(name, arch, seed, split) of every null model."""
+        archs = self.nulls.get("archs", [self.arch])
+        count = int(self.nulls.get("seeds", 0))
+        out = [(f"{a}-seed{1000 + s}", a, 1000 + s, "owner") for a in archs for s in range(count)]
+        if self.nulls.get("attacker_model", False):
+            out.append((f"{archs[0]}-attacker-data", archs[0], 10_007, "attacker"))
+        return out
+
+
+def expand(spec: AttackSpec) -> list[tuple[str, dict[str, Any]]]:
+    """One (label, setting) per value of the attack's sweep (or one without a sweep)."""
+    base = dict(spec.get("set", {}))
+    sweep = spec.get("sweep", {})
+    if len(sweep) > 1:
+        raise ConfigError(f"attack {spec['name']!r} sweeps {sorted(sweep)}; sweep one setting per entry")
+    label = spec.get("label", spec["name"])
+    if not sweep:
+        return [(label, {"name": spec["name"], "set": base, "param": None, "value": None})]
+    ((param, values),) = sweep.items()
+    return [
+        (f"{label} {param}={v}", {"name": spec["name"], "set": {**base, param: v}, "param": param, "value": v})
+        for v in values
+    ]
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None) -> MatrixConfig:
+    """A matrix config from a named preset or a YAML/TOML file (a file may name a `preset` to extend)."""
+    from ownmark.bench.presets import PRESETS
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_config_file(path)
+        preset = raw.pop("preset", preset)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UnknownNameError(f"no bench preset named {preset!r}; known: {', '.join(sorted(PRESETS))}")
+        raw = {**PRESETS[preset], **raw}
+    if not raw:
+        raise ConfigError("give a bench --preset (quick, paper) or a --config file")
+    return MatrixConfig.from_dict(raw)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML (.yaml/.yml) or TOML (.toml) bench config."""
+    from ownmark.errors import MissingFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no such bench config: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"bench config {path} must end in .yaml, .yml or .toml")
+    except (ValueError, ImportError) as err:  # tomllib and yaml errors derive from ValueError / YAMLError
+        raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # yaml.YAMLError does not derive from ValueError
+        if type(err).__module__.startswith("yaml"):
+            raise ConfigError(f"cannot parse {path}: {str(err).splitlines()[0]}") from None
+        raise
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+@dataclass
+class Task:
+    """One unit of work for an executor: a phase, its key and its arguments."""
+
+    phase: str
+    key: str
+    args: dict[str, Any]
+
+
+Executor = Callable[[Callable[[Task], Any], list[Task]], Iterator[Any]]
+
+
+def run_matrix(
+    config: MatrixConfig, workdir: str | Path, *, executor: Executor, say: Callable[[str], None] = lambda _m: None
+) -> int:
+    """Run every missing cell of ``config``; return the number of rows written in this call."""
+    from ownmark.bench.store import ResultStore
+    from ownmark.bench.tasks import run_task
+
+    workdir = Path(workdir)
+    store = ResultStore(workdir / "results.sqlite")
+    done = store.done()
+    common = {"config": config_to_dict(config), "workdir": str(workdir)}
+    cells = [
+        Task("cell", cell_id(s, label, seed), {**common, "scheme": s, "label": label, "setting": setting, "seed": seed})
+        for s, label, setting, seed in config.cells()
+    ]
+    nulls = [
+        Task("null", f"null|{name}", {**common, "name": name, "arch": arch, "seed": seed, "split": split})
+        for name, arch, seed, split in config.null_names()
+    ]
+    todo = [t for t in cells if t.key not in done] + [t for t in nulls if not _null_done(t.key, done)]
+    if not todo:
+        say("every cell is already stored")
+        return 0
+    seeds_needed = sorted({t.args["seed"] for t in todo if t.phase == "cell"} | (set(config.seeds) if nulls else set()))
+    phases = [
+        [Task("clean", f"clean|{seed}", {**common, "seed": seed}) for seed in seeds_needed],
+        [
+            Task("embed", f"embed|{s}|{seed}", {**common, "scheme": s, "seed": seed})
+            for s in config.schemes
+            for seed in seeds_needed
+        ],
+        todo,
+    ]
+    written = 0
+    start = time.perf_counter()
+    for phase in phases:
+        for rows in executor(run_task, phase):
+            store.extend(rows)
+            written += len(rows)
+            for row_id, _, _ in rows:
+                say(f"stored {row_id} ({time.perf_counter() - start:.0f} s)")
+    return written
+
+
+def _null_done(key: str, done: set[str]) -> bool:
+    return any(d.startswith(key + "|") for d in done)
+
+
+def cell_id(scheme: str, label: str, seed: int) -> str:
+    return f"cell|{scheme}|{label}|{seed}"
+
+
+def config_to_dict(config: MatrixConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}

@@ -1,0 +1,75 @@
+"""Named bench configurations: ``quick`` for this CPU in minutes, ``paper`` for a GPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CLASSIFIER_SCHEMES = ("fcw", "content", "noise", "unrelated")
+
+# The removal suite of WRT-style studies at realistic learning rates (METHODS.md).
+_ATTACKS: list[dict[str, Any]] = [
+    {"name": "none"},
+    {"name": "ftll", "set": {"epochs": 3}},
+    {"name": "ftal", "set": {"epochs": 3}, "sweep": {"lr": [0.001, 0.01, 0.05]}},
+    {"name": "ftal", "label": "ftal-adam", "set": {"epochs": 3, "optimizer": "adam", "lr": 0.001}},
+    {"name": "rtll", "set": {"epochs": 3}},
+    {"name": "rtal", "set": {"epochs": 3}},
+    {"name": "prune", "sweep": {"amount": [0.1, 0.3, 0.5, 0.7, 0.9]}},
+    {"name": "fineprune", "set": {"amount": 0.7, "epochs": 2}},
+    {"name": "distill", "label": "distill-labels", "set": {"output": "labels", "epochs": 5}},
+    {
+        "name": "distill",
+        "label": "distill-probs",
+        "set": {"output": "probs", "epochs": 5},
+        "sweep": {"budget": [300, 1500]},
+    },
+    {"name": "distill", "label": "distill-logits", "set": {"output": "logits", "epochs": 5}},
+    {"name": "noise", "sweep": {"std": [0.1, 0.3, 0.5]}},
+    {"name": "blur", "sweep": {"sigma": [0.5, 1.0, 2.0]}},
+    {"name": "flip"},
+    {"name": "jpeg", "sweep": {"quality": [90, 50, 10]}},
+]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "name": "quick",
+        "dataset": "mnist5k",
+        "arch": "cnn2",
+        "seeds": [0, 1],
+        "schemes": {name: {} for name in CLASSIFIER_SCHEMES},
+        "attacks": _ATTACKS,
+        "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},  # 21 null models
+        "null_training": {"epochs": 6},
+    },
+    "smoke": {  # the smallest real run: one scheme, three attacks, for tests and a first look
+        "name": "smoke",
+        "dataset": "mnist5k",
+        "arch": "cnn2",
+        "seeds": [0],
+        "clean": {"epochs": 3},
+        "schemes": {"fcw": {"set": {"epochs": 2, "milestones": []}}},
+        "attacks": [{"name": "none"}, {"name": "prune", "sweep": {"amount": [0.5, 0.9]}}, {"name": "flip"}],
+        "nulls": {"archs": ["cnn2"], "seeds": 1},
+        "null_training": {"epochs": 2},
+    },
+    "paper": {  # for a GPU: CIFAR-10 and ResNet-18 as in Wen et al. 2023, paper-code embedding presets
+        "name": "paper",
+        "dataset": "tv:CIFAR10",
+        "arch": "tv:resnet18",
+        "seeds": [0, 1, 2],
+        "accelerator": "auto",
+        "clean": {"epochs": 60, "lr": 0.1, "milestones": [0.5, 0.75]},
+        "schemes": {
+            "fcw": {"preset": "code-latest"},
+            "content": {"preset": "paper"},
+            "noise": {"preset": "paper"},
+            "unrelated": {"preset": "paper"},
+        },
+        "attacks": [
+            *_ATTACKS[:8],
+            {"name": "distill", "label": "distill-probs", "set": {"output": "probs", "epochs": 30, "budget": 15000}},
+            *_ATTACKS[11:],
+        ],
+        "nulls": {"archs": ["tv:resnet18", "resnet-s"], "seeds": 10, "attacker_model": True},
+    },
+}
