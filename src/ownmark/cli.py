@@ -362,7 +362,9 @@ def demo(
 
 @bench_app.command("run")
 def bench_run(
-    preset: Annotated[str | None, typer.Option(help="quick (this CPU, minutes), smoke (seconds) or paper (GPU).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="quick (this CPU, minutes), smoke (seconds) or paper (GPU).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML or TOML matrix config (may name a preset).")] = None,
     workdir: Annotated[Path | None, typer.Option(help="Folder for models, keys and results.sqlite.")] = None,
     executor: Annotated[str, typer.Option(help="serial, local (worker processes) or ray.")] = "local",
@@ -376,7 +378,9 @@ def bench_run(
     cfg = load_config(preset, config)
     workdir = workdir or Path("runs") / "bench" / cfg.name
     written = run_matrix(
-        cfg, workdir, executor=make_executor(executor, workers=workers, address=address),
+        cfg,
+        workdir,
+        executor=make_executor(executor, workers=workers, address=address),
         say=lambda m: console.print(f"[dim]{m}[/]"),
     )
     console.print(f"{written} rows written to {workdir / 'results.sqlite'}; `ownmark report --workdir {workdir}` next")
