@@ -381,6 +381,8 @@ def bench_run(
         cfg,
         workdir,
         executor=make_executor(executor, workers=workers, address=address),
+        executor_name=executor,
+        workers=workers,
         say=lambda m: console.print(f"[dim]{m}[/]"),
     )
     console.print(f"{written} rows written to {workdir / 'results.sqlite'}; `ownmark report --workdir {workdir}` next")
@@ -396,6 +398,24 @@ def report(
 
     md, html = write_report(workdir, out or workdir / "report")
     console.print(f"report written to {md} and {html}")
+
+
+@bench_app.command("timings")
+def bench_timings(
+    workdir: Annotated[Path, typer.Option(help="A bench work folder (holding results.sqlite).")],
+    out: Annotated[Path, typer.Option(help="Markdown file whose matrix section to write.")] = Path("BENCHMARKS.md"),
+) -> None:
+    """Write each attack's wall time per cell and the matrix's total time into BENCHMARKS.md."""
+    from ownmark.bench.benchmarks_md import matrix_timings, update_section
+    from ownmark.bench.store import ResultStore
+    from ownmark.errors import MissingFileError
+
+    if not (workdir / "results.sqlite").is_file():
+        raise MissingFileError(f"no results.sqlite in {workdir}; run `ownmark bench run` first")
+    store = ResultStore(workdir / "results.sqlite")
+    name = workdir.name
+    update_section(out, f"matrix-{name}", matrix_timings(store.rows("cell"), store.rows("run"), name))
+    console.print(f"timings of {workdir} written to {out}")
 
 
 @bench_app.command("perf")

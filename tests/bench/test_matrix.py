@@ -42,7 +42,11 @@ def _rows(workdir: Path) -> dict[str, dict]:
     store = ResultStore(workdir / "results.sqlite")
     with sqlite3.connect(store.path) as db:
         raw = dict(db.execute("SELECT id, row FROM rows"))
-    return {k: {f: v for f, v in json.loads(r).items() if f not in TIMING} for k, r in raw.items()}
+    return {
+        k: {f: v for f, v in json.loads(r).items() if f not in TIMING}
+        for k, r in raw.items()
+        if not k.startswith("run|")
+    }
 
 
 def test_presets_load_and_expand_sweeps() -> None:

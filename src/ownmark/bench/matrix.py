@@ -178,7 +178,13 @@ Executor = Callable[[Callable[[Task], Any], list[Task]], Iterator[Any]]
 
 
 def run_matrix(
-    config: MatrixConfig, workdir: str | Path, *, executor: Executor, say: Callable[[str], None] = lambda _m: None
+    config: MatrixConfig,
+    workdir: str | Path,
+    *,
+    executor: Executor,
+    say: Callable[[str], None] = lambda _m: None,
+    executor_name: str = "serial",
+    workers: int = 1,
 ) -> int:
     """Run every missing cell of ``config``; return the number of rows written in this call."""
     from ownmark.bench.store import ResultStore
@@ -186,7 +192,7 @@ def run_matrix(
 
     workdir = Path(workdir)
     store = ResultStore(workdir / "results.sqlite")
-    done = store.done()
+    done = {d for d in store.done() if not d.startswith("run|")}
     common = {"config": config_to_dict(config), "workdir": str(workdir)}
     cells = [
         Task("cell", cell_id(s, label, seed), {**common, "scheme": s, "label": label, "setting": setting, "seed": seed})
@@ -218,6 +224,8 @@ def run_matrix(
             written += len(rows)
             for row_id, _, _ in rows:
                 say(f"stored {row_id} ({time.perf_counter() - start:.0f} s)")
+    run = {"seconds": time.perf_counter() - start, "rows": written, "executor": executor_name, "workers": workers}
+    store.put(f"run|{time.time_ns()}", "run", run)  # wall time of this call, for BENCHMARKS.md
     return written
 
 

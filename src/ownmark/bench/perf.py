@@ -12,8 +12,6 @@ load hit both sides alike.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,9 +20,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ownmark.bench.benchmarks_md import machine, update_section
 from ownmark.bench.experiment import Context, train_model
 from ownmark.data import ImageSet
-from ownmark.io import atomic_write_text
 from ownmark.train import TrainConfig, fit, key_seed, make_optimizer
 from ownmark.verify import LabelOracle, min_queries, sequential_verify
 from ownmark.watermarks.fcw import FCW, FCWConfig
@@ -101,7 +99,7 @@ def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = 
         ),
     ]
     text = render(rows, repeats, len(data))
-    atomic_write_text(out, text)
+    update_section(out, "foundation", text)
     return text
 
 
@@ -119,19 +117,13 @@ def replace_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def render(rows: list[tuple[str, str, float, str, bool]], repeats: int, n: int) -> str:
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
-    )
     lines = [
-        "# ownmark benchmarks",
+        "## Foundation",
         "",
         "Written by `ownmark bench perf` (`make bench`); every figure below comes from one run of it.",
         "",
-        f"Machine: {machine}. Data: mnist5k owner split ({n} images), cnn2, batch 128; each timing is the "
+        f"Machine: {machine()}. Data: mnist5k owner split ({n} images), cnn2, batch 128; each timing is the "
         f"median of {repeats} alternated runs.",
-        "",
-        "## Foundation",
         "",
         "| measurement | figures | ratio | goal | met |",
         "|---|---|---|---|---|",
