@@ -301,7 +301,7 @@ def calibrate(
     dataset: Dataset = "mnist5k",
     split_seed: SplitSeed = 0,
     archs: Annotated[str, typer.Option(help="Comma-separated architectures of the null models.")] = "cnn2,lenet",
-    seeds: Annotated[int, typer.Option(help="Null models per architecture.")] = 3,
+    seeds: Annotated[int, typer.Option(help="Null models per architecture (plus one on the attacker split).")] = 10,
     alpha: Annotated[float, typer.Option(help="Significance level for the false-positive count.")] = 0.01,
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
