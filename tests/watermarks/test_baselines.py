@@ -198,3 +198,17 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
 def mnist():
     ctx = Context.load("mnist5k")
     return ctx, train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=0, config=TrainConfig(epochs=4, lr=0.05))
+
+
+def test_unrelated_takes_the_label_the_unmarked_model_gives_least(toy: ToyRun) -> None:
+    from ownmark.train import predict_logits
+
+    cfg = UnrelatedConfig(n_embed=8, n_verify=8, epochs=1, batch_size=16, triggers_per_batch=2)
+    _, key = Unrelated(cfg).embed(toy.clean, toy.data, seed=0)
+    answers = predict_logits(toy.clean, torch.cat([key.tensors["embed_x"], key.tensors["verify_x"]])).argmax(1)
+    counts = torch.bincount(answers, minlength=4)
+    assert counts[key.meta["target"]] == counts.min()
+    target = key.meta["target"]
+    assert (key.tensors["embed_y"] == target).all() and (key.tensors["verify_y"] == target).all()
+    fixed = Unrelated(UnrelatedConfig(**{**cfg.__dict__, "target": 2}))  # an explicit target is kept
+    assert fixed.embed(toy.clean, toy.data, seed=0)[1].meta["target"] == 2

@@ -264,7 +264,7 @@ class TriggerSetBaseline:
     ) -> tuple[nn.Module, Key]:
         """Fine-tune a copy of ``model`` on ``data`` with triggers joined to every batch."""
         cfg = self.config
-        trig, target = self.make_triggers(data, seed=seed)
+        trig, target = self.adapt_label(model, *self.make_triggers(data, seed=seed))
         log.info("%s: %d embedding, %d verification triggers, label %s", self.name, cfg.n_embed, cfg.n_verify, target)
         marked = fine_tune_with_triggers(
             model, data, trig["embed_x"], trig["embed_y"], cfg.train_config(), per_batch=cfg.triggers_per_batch,
@@ -273,6 +273,10 @@ class TriggerSetBaseline:
         meta = {"num_classes": data.num_classes, "input_shape": list(data.shape), "dataset": data.name}
         meta["target"] = target  # None: a random label per trigger
         return marked, Key(self.name, config_dict(cfg), trig, meta)
+
+    def adapt_label(self, model: nn.Module, trig: dict, target: int | None) -> tuple[dict, int | None]:
+        """Hook for a scheme that picks its label with the model in hand (none of the in-distribution ones)."""
+        return trig, target
 
     def detect(self, suspect, key: Key, *, p0: float | None = None) -> Evidence:
         """Count held-out triggers the suspect (a module or a label function) answers with their label."""
@@ -389,6 +393,23 @@ class Unrelated(TriggerSetBaseline):
 
     def watermark_label(self, data, generator):
         return None if self.config.labels == "random" else super().watermark_label(data, generator)
+
+    def adapt_label(self, model: nn.Module, trig: dict, target: int | None) -> tuple[dict, int | None]:
+        """With one drawn label (target -1), take the class the unmarked model gives least often to the
+        trigger images. Measured on mnist5k: independent models send up to 21% of photo patches to one
+        class, so a label drawn blindly gave 2 false claims in 42 null verifications at p0 = 1/K; the
+        owner's own unmarked model is the best proxy of an independent one. (ownmark's choice.)"""
+        if target is None or self.config.target != -1:
+            return trig, target
+        from ownmark.train import predict_logits
+
+        logits = predict_logits(model, torch.cat([trig["embed_x"], trig["verify_x"]]))
+        counts = torch.bincount(logits.argmax(1), minlength=logits.shape[1])
+        order = torch.argsort(counts, stable=True)  # fewest first; ties keep the lower class index
+        new = int(order[0])
+        for part in ("embed_y", "verify_y"):
+            trig[part] = torch.full_like(trig[part], new)
+        return trig, new
 
     def make_triggers(self, data, *, seed):
         tensors, target = super().make_triggers(data, seed=seed)
