@@ -362,3 +362,19 @@ def test_usage_error_exits_2_without_traceback(monkeypatch, capsys, args: tuple[
 def test_success_through_main_exits_0(monkeypatch, capsys) -> None:
     code, err = run_main(monkeypatch, capsys, "list", "schemes")
     assert code == 0 and err == ""
+
+
+@pytest.mark.slow
+def test_embed_ptynet_into_a_bare_state_dict_leaves_it_bit_identical(art: Artefacts, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "theirs.safetensors"  # a model ownmark did not train: weights only, no manifest
+    save_file(load_file(art.clean.with_name("clean.safetensors")), bare)
+    before = bare.read_bytes()
+    out = invoke("embed", "ptynet", "--model", bare, "--arch", "cnn2", "--out", tmp_path / "pty", "--set", "epochs=1")
+    assert "false positives on clean test images" in out.stdout
+    assert bare.read_bytes() == before
+    rows = table_rows(
+        invoke("verify", "--model", tmp_path / "pty" / "marked", "--key", tmp_path / "pty" / "key").stdout
+    )
+    assert rows[0][4] == "OWNED"

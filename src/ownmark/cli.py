@@ -123,8 +123,15 @@ def train(
 @app.command()
 def embed(
     scheme: Annotated[str, typer.Argument(help="Watermark scheme (see `ownmark list schemes`).")],
-    model: Annotated[Path, typer.Option(help="Clean model to mark (from `ownmark train`).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model to mark: an ownmark model (from `ownmark train`), a bare state dict (.safetensors or "
+            ".pt, with --arch), or an architecture name (tv:NAME, timm:NAME: untrained, nothing is downloaded)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
+    arch: Annotated[str, typer.Option(help="Architecture of a bare state dict.")] = "cnn2",
     dataset: Dataset = "mnist5k",
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
@@ -136,16 +143,20 @@ def embed(
 ) -> None:
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     from ownmark.bench.experiment import Context
-    from ownmark.io import save_key
+    from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
+    from ownmark.models.injected import load_target
     from ownmark.train import accuracy
     from ownmark.watermarks import WATERMARKS, resolve_config
 
     cls = WATERMARKS.get(scheme)
     config = resolve_config(cls, preset, _sets(sets))
-    clean, _ = load_model(model)
     ctx = Context.load(dataset, split_seed)
-    _check_fits(clean, ctx)
+    if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
+        clean, _ = load_model(model)
+        _check_fits(clean, ctx)
+    else:  # a bare state dict or an architecture name
+        clean = load_target(model, ctx.spec(arch), seed=seed)
     marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(accelerator, devices, num_nodes))
     save_model(out / "marked", marked, info={"scheme": scheme, "dataset": dataset, "split_seed": split_seed})
     digest = save_key(out / "key", key)
@@ -154,6 +165,11 @@ def embed(
         f"{scheme}: clean acc {accuracy(clean, ctx.splits.test):.4f}, marked acc "
         f"{accuracy(marked, ctx.splits.test):.4f}; key sha256 {digest} (publish it as a commitment)"
     )
+    if scheme == "ptynet":
+        from ownmark.watermarks.ptynet import false_positive_rate
+
+        fpr = false_positive_rate(marked, ctx.splits.test.x)
+        console.print(f"proprietary model's false positives on clean test images: {fpr:.4f} (bounds the fidelity loss)")
 
 
 def _check_fits(model: Any, ctx: Any) -> None:

@@ -9,6 +9,7 @@ from ownmark.attacks.prune import prunable_weights
 from ownmark.data.toy import toy_images
 from ownmark.errors import ConfigError
 from ownmark.models import ModelSpec
+from ownmark.models.injected import InjectedModel
 from ownmark.train import TrainConfig, accuracy, fit
 
 
@@ -35,6 +36,7 @@ def trained() -> nn.Module:
 
 def test_expected_attacks_are_registered() -> None:
     expected = {"ftal", "ftll", "rtll", "rtal", "prune", "fineprune", "distill", "noise", "blur", "flip", "jpeg"}
+    expected |= {"strip", "ft-target"}
     assert expected <= set(ATTACKS.names())
 
 
@@ -47,6 +49,8 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
         config = type(config)(**{**config.__dict__, "epochs": 1})  # keep the test fast
     attack = attack_class(config)
     model = victim(arch)
+    if getattr(attack_class, "applies_to", "any") == "injected":  # PTYNet attacks take an injected model
+        model = InjectedModel(model, ModelSpec(arch, 3, 2, 16).build(), [1], 1.5, 4).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     attacked, cost = attack(model, toy_images(), seed=0)
     after = model.state_dict()

@@ -51,7 +51,8 @@ def _rows(workdir: Path) -> dict[str, dict]:
 
 def test_presets_load_and_expand_sweeps() -> None:
     quick = load_config("quick")
-    assert set(quick.schemes) == {"fcw", "content", "noise", "unrelated"} and quick.seeds == (0, 1)
+    assert set(quick.schemes) == {"fcw", "content", "noise", "unrelated", "ptynet"} and quick.seeds == (0, 1)
+    assert [c[1] for c in quick.cells() if c[1] in ("strip", "ft-target")] == ["ft-target"] * 2 + ["strip"] * 2
     assert len(quick.null_names()) >= 21  # >= 20 independent models per scheme
     labels = [label for label, _ in expand({"name": "prune", "sweep": {"amount": [0.1, 0.5]}})]
     assert labels == ["prune amount=0.1", "prune amount=0.5"]
@@ -75,6 +76,7 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "prune", "sweap": {}}]}, ConfigError, "sweap"),
         ({"schemes": {"fcw": {}}, "bogus": 1}, ConfigError, "bogus"),
         ({"schemes": {}}, ConfigError, "at least one scheme"),
+        ({"schemes": {"fcw": {}}, "attacks": [{"name": "strip"}]}, ConfigError, "injected models only"),
     ],
 )
 def test_bad_configs_are_refused(raw: dict, error: type, match: str) -> None:

@@ -1,6 +1,6 @@
 """Removal and extraction attacks; importing this package registers every attack."""
 
-from ownmark.attacks import chain, distill, finetune, prune, transforms  # noqa: F401  (registers)
+from ownmark.attacks import chain, distill, finetune, prune, ptynet_attacks, transforms  # noqa: F401  (registers)
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.attacks.chain import Chain
 from ownmark.attacks.distill import Distill, DistillConfig, make_query

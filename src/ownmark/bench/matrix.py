@@ -35,7 +35,7 @@ class MatrixConfig:
     Attributes:
         schemes: scheme name -> {"preset": name, "set": {field: value}}.
         attacks: list of {"name": attack or "none", "label": optional, "set": {...},
-            "sweep": {field: [values]}}; a sweep makes one cell per value.
+            "sweep": {field: [values]}, "schemes": [only these]}; a sweep makes one cell per value.
         nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null models.
     """
 
@@ -65,10 +65,17 @@ class MatrixConfig:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
             if spec["name"] != "none":
-                ATTACKS.get(spec["name"])
-            unknown = set(spec) - {"name", "label", "set", "sweep"}
+                cls = ATTACKS.get(spec["name"])
+                if getattr(cls, "applies_to", "any") != "any" and "schemes" not in spec:
+                    raise ConfigError(
+                        f"attack {spec['name']!r} applies to {cls.applies_to} models only; "
+                        "list the schemes it attacks under `schemes`"
+                    )
+            unknown = set(spec) - {"name", "label", "set", "sweep", "schemes"}
             if unknown:
-                raise ConfigError(f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep")
+                raise ConfigError(
+                    f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep, schemes"
+                )
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
         if not 0 < self.alpha < 1:
@@ -89,6 +96,8 @@ class MatrixConfig:
     def cells(self) -> Iterator[tuple[str, str, dict[str, Any], int]]:
         """(scheme, attack label, attack setting, seed) for every cell, in a fixed order."""
         for scheme, spec, seed in itertools.product(self.schemes, self.attacks, self.seeds):
+            if scheme not in spec.get("schemes", [scheme]):
+                continue
             for label, setting in expand(spec):
                 yield scheme, label, setting, seed
 

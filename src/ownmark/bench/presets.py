@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CLASSIFIER_SCHEMES = ("fcw", "content", "noise", "unrelated")
+CLASSIFIER_SCHEMES = ("fcw", "content", "noise", "unrelated", "ptynet")
 
 # The removal suite of WRT-style studies at realistic learning rates (METHODS.md).
 _ATTACKS: list[dict[str, Any]] = [
@@ -28,6 +28,9 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "blur", "sweep": {"sigma": [0.5, 1.0, 2.0]}},
     {"name": "flip"},
     {"name": "jpeg", "sweep": {"quality": [90, 50, 10]}},
+    # PTYNet's own threats (Wang et al. 2023): the target alone fine-tuned, the proprietary branch dropped
+    {"name": "ft-target", "set": {"epochs": 3}, "schemes": ["ptynet"]},
+    {"name": "strip", "schemes": ["ptynet"]},
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -64,6 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "content": {"preset": "paper"},
             "noise": {"preset": "paper"},
             "unrelated": {"preset": "paper"},
+            "ptynet": {"preset": "paper"},
         },
         "attacks": [
             *_ATTACKS[:8],

@@ -1,4 +1,9 @@
-"""Models on disk: weights as safetensors, the architecture and config as a JSON manifest."""
+"""Models on disk: weights as safetensors, the architecture and config as a JSON manifest.
+
+An :class:`~ownmark.models.injected.InjectedModel` (a target with a proprietary watermark net at
+its output) is one artefact too: its manifest holds the target's spec as ``spec`` and, under
+``injected``, the proprietary net's spec, the watermark classes' target labels and alpha.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from torch import nn
 from ownmark.errors import IntegrityError
 from ownmark.io import load_tensors, save_tensors
 from ownmark.models.classifier import build_classifier
+from ownmark.models.injected import InjectedModel
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,17 @@ def spec_of(model: nn.Module) -> ModelSpec:
 
 
 def save_model(path: str | Path, model: nn.Module, *, info: dict[str, Any] | None = None) -> str:
-    """Save a model built from a ModelSpec; ``info`` (config, provenance) goes into the manifest."""
+    """Save a model built from a ModelSpec; ``info`` (config, provenance) goes into the manifest.
+
+    An InjectedModel is saved whole: both parts' weights in one safetensors file.
+    """
     spec = spec_of(model)
-    return save_tensors(path, model.state_dict(), "model", {"spec": asdict(spec), "info": info or {}})
+    manifest: dict[str, Any] = {"spec": asdict(spec), "info": info or {}}
+    if isinstance(model, InjectedModel):
+        manifest["injected"] = {
+            "proprietary": asdict(spec_of(model.proprietary)), "targets": model.targets, "alpha": float(model.alpha),
+        }  # fmt: skip
+    return save_tensors(path, model.state_dict(), "model", manifest)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -54,7 +68,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         spec = ModelSpec(**manifest["spec"])
     except (KeyError, TypeError) as err:
         raise IntegrityError(f"the manifest of {path} has no valid model spec ({err})") from None
-    model = spec.build()
+    model = spec.build() if "injected" not in manifest else _build_injected(path, spec, manifest["injected"])
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -66,6 +80,16 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         )
     model.load_state_dict(tensors)
     return model.eval(), manifest
+
+
+def _build_injected(path: str | Path, spec: ModelSpec, injected: Any) -> InjectedModel:
+    """An untrained InjectedModel of the shape a manifest's ``injected`` entry describes."""
+    try:
+        proprietary = ModelSpec(**injected["proprietary"])
+        targets, alpha = [int(t) for t in injected["targets"]], float(injected["alpha"])
+        return InjectedModel(spec.build(), proprietary.build(), targets, alpha, spec.num_classes)
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError is a ValueError too
+        raise IntegrityError(f"the manifest of {path} has no valid injected-model entry ({err})") from None
 
 
 def clone_model(model: nn.Module) -> nn.Module:
