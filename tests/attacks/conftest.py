@@ -9,13 +9,9 @@ from ownmark.models import ModelSpec
 from ownmark.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread) -> None:
+    """Every attack test computes with one thread (see tests/conftest.py)."""
 
 
 def _untrained(arch: str = "cnn2", channels: int = 3) -> nn.Module:

@@ -13,15 +13,6 @@ from ownmark.models.injected import InjectedModel
 from ownmark.train import TrainConfig, accuracy, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def victim(arch: str = "cnn2") -> nn.Module:
     torch.manual_seed(0)
     return ModelSpec(arch, 3, 4, 16).build().eval()

@@ -33,13 +33,7 @@ from ownmark.watermarks.ptynet import (
 TOY = PTYNetConfig(n_embed=16, n_verify=8, n_probe=16, epochs=2, batch_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they slow down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:
