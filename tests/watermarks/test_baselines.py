@@ -34,6 +34,12 @@ NAMES = ["content", "noise", "unrelated"]
 TOY = dict(n_embed=16, n_verify=16, epochs=6, batch_size=8, triggers_per_batch=2, lr=0.02, milestones=())
 
 
+def toy_config(name: str):
+    """The toy setting; unrelated with one label (its random-label default has tests of its own)."""
+    extra = {"labels": "target"} if name == "unrelated" else {}
+    return WATERMARKS.get(name).config_class(**TOY, **extra)
+
+
 @dataclass
 class ToyRun:
     data: ImageSet
@@ -49,9 +55,7 @@ def toy() -> ToyRun:
     data = toy_images(0, n=96)
     base = train_model(ModelSpec("cnn2", 3, 4, 16), data, seed=0, config=TrainConfig(epochs=5, batch_size=16, lr=0.05))
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    runs = {
-        name: WATERMARKS.get(name)(WATERMARKS.get(name).config_class(**TOY)).embed(base, data, seed=0) for name in NAMES
-    }
+    runs = {name: WATERMARKS.get(name)(toy_config(name)).embed(base, data, seed=0) for name in NAMES}
     clean = copy.deepcopy(base)
     fit(clean, data, ContentConfig(**TOY).train_config(), seed=0)  # the same fine-tuning, no triggers
     return ToyRun(data, base, before, clean, runs)
@@ -95,7 +99,7 @@ def test_verification_set_shares_no_image_with_the_embedding_set(name: str, toy:
 @pytest.mark.parametrize("name", ["content", "noise"])
 def test_in_distribution_triggers_come_from_other_classes_and_carry_the_target(name: str) -> None:
     data = toy_images(0, n=96)
-    tensors, target = WATERMARKS.get(name)(WATERMARKS.get(name).config_class(**TOY)).make_triggers(data, seed=5)
+    tensors, target = WATERMARKS.get(name)(toy_config(name)).make_triggers(data, seed=5)
     index = torch.cat([tensors["embed_index"], tensors["verify_index"]])
     assert (data.y[index] != target).all()
     assert (tensors["embed_y"] == target).all() and (tensors["verify_y"] == target).all()
@@ -186,10 +190,15 @@ def test_dataset_problems_are_clear_errors() -> None:
 def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
     ctx, clean = mnist
     scheme = WATERMARKS.get(name)
-    # 4 epochs at a constant lr: with the default milestones only the first of 4 epochs runs at lr 0.01
-    marked, key = scheme(scheme.config_class(epochs=4, milestones=())).embed(clean, ctx.splits.owner, seed=0)
+    # 4 epochs at a constant lr: with the default milestones only the first of 4 epochs runs at lr 0.01;
+    # unrelated keeps its default (random labels, 15 epochs: memorised, so verified on embedding triggers)
+    config = scheme.config_class() if name == "unrelated" else scheme.config_class(epochs=4, milestones=())
+    marked, key = scheme(config).embed(clean, ctx.splits.owner, seed=0)
     evidence = scheme().detect(marked, key)
-    assert evidence.n == 100 and evidence.rate >= 0.8  # held-out triggers
+    if name == "unrelated":
+        assert evidence.n == 50 and evidence.rate >= 0.6  # measured 39/50
+    else:
+        assert evidence.n == 100 and evidence.rate >= 0.8  # held-out triggers
     assert decide(evidence).p_value <= 1e-6
     assert abs(accuracy(marked, ctx.splits.test) - accuracy(clean, ctx.splits.test)) <= 0.03
 
@@ -198,17 +207,3 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
 def mnist():
     ctx = Context.load("mnist5k")
     return ctx, train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=0, config=TrainConfig(epochs=4, lr=0.05))
-
-
-def test_unrelated_takes_the_label_the_unmarked_model_gives_least(toy: ToyRun) -> None:
-    from ownmark.train import predict_logits
-
-    cfg = UnrelatedConfig(n_embed=8, n_verify=8, epochs=1, batch_size=16, triggers_per_batch=2)
-    _, key = Unrelated(cfg).embed(toy.clean, toy.data, seed=0)
-    answers = predict_logits(toy.clean, torch.cat([key.tensors["embed_x"], key.tensors["verify_x"]])).argmax(1)
-    counts = torch.bincount(answers, minlength=4)
-    assert counts[key.meta["target"]] == counts.min()
-    target = key.meta["target"]
-    assert (key.tensors["embed_y"] == target).all() and (key.tensors["verify_y"] == target).all()
-    fixed = Unrelated(UnrelatedConfig(**{**cfg.__dict__, "target": 2}))  # an explicit target is kept
-    assert fixed.embed(toy.clean, toy.data, seed=0)[1].meta["target"] == 2
