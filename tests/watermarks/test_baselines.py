@@ -207,3 +207,17 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
 def mnist():
     ctx = Context.load("mnist5k")
     return ctx, train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=0, config=TrainConfig(epochs=4, lr=0.05))
+
+
+def test_random_labels_are_balanced_so_a_biased_null_model_matches_one_in_k() -> None:
+    cfg = UnrelatedConfig(n_embed=40, n_verify=20, epochs=1, batch_size=16, triggers_per_batch=2)
+    tensors, _ = Unrelated(cfg).make_triggers(toy_images(0, n=96), seed=3)
+    assert torch.bincount(tensors["verify_y"], minlength=4).tolist() == [5, 5, 5, 5]
+    assert torch.bincount(tensors["embed_y"], minlength=4).tolist() == [10, 10, 10, 10]
+
+    def biased(x: torch.Tensor) -> torch.Tensor:  # an independent model that favours class 2
+        return torch.full((len(x),), 2)
+
+    key = Key("unrelated", {}, tensors, {"num_classes": 4, "input_shape": [3, 16, 16]})
+    evidence = Unrelated().detect(biased, key)
+    assert evidence.k == 5 and not decide(evidence).owned
