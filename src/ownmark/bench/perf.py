@@ -27,7 +27,7 @@ from ownmark.train import TrainConfig, fit, key_seed, make_optimizer
 from ownmark.verify import LabelOracle, min_queries, sequential_verify
 from ownmark.watermarks.fcw import FCW, FCWConfig
 
-EPOCH = TrainConfig(epochs=2, batch_size=128, lr=0.01)
+EPOCH = TrainConfig(epochs=4, batch_size=128, lr=0.01)
 
 
 def bare_fit(model: torch.nn.Module, data: ImageSet, config: TrainConfig, seed: int) -> float:

@@ -164,6 +164,10 @@ def fit(
         start_epoch = int(state["epoch"])
         log.info("resuming from %s after epoch %d", checkpoint, start_epoch)
     fmodel, foptimizer = fabric.setup(model, optimizer)
+    # One process in full precision: Fabric has placed the model, and its wrappers would only add
+    # per-step bookkeeping (measured ~8% on cnn2 here); step the unwrapped model and optimiser.
+    plain = fabric.world_size == 1 and engine.precision == "32-true"
+    forward, stepper = (fmodel.module, foptimizer.optimizer) if plain else (fmodel, foptimizer)
     result = TrainResult()
     n = len(data)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -185,17 +189,20 @@ def fit(
                 if step_hook is not None:
                     step_hook(model, step)
                 x, y = fabric.to_device((x, y))
-                loss = F.cross_entropy(fmodel(x), y)
-                foptimizer.zero_grad(set_to_none=True)
-                fabric.backward(loss)
-                foptimizer.step()
-                total += loss.item() * len(y)
+                loss = F.cross_entropy(forward(x), y)
+                stepper.zero_grad(set_to_none=True)
+                if plain:
+                    loss.backward()
+                else:
+                    fabric.backward(loss)
+                stepper.step()
+                total = total + loss.detach() * len(y)  # no .item() per step: it would sync every batch
                 count += len(y)
-                advance(f"epoch {epoch + 1}/{config.epochs} loss {total / count:.3f}")
+                advance(f"epoch {epoch + 1}/{config.epochs}")
             result.seconds += time.perf_counter() - t0
             result.images += count
             result.epochs_run += 1
-            result.losses.append(total / max(count, 1))
+            result.losses.append(float(total) / max(count, 1))
             if checkpoint is not None and fabric.global_rank == 0:
                 save_checkpoint(checkpoint, {
                     "model": {k: v.cpu() for k, v in model.state_dict().items()},
