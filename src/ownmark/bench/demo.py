@@ -56,6 +56,11 @@ def run_demo(
     suspects = {"clean (before marking)": ("control", clean), "marked": ("owner", marked)}
     ftal, ftal_cost = FineTune(FineTuneConfig(epochs=5, lr=0.01))(marked, ctx.splits.attacker, seed=seed, engine=engine)
     suspects["FTAL 5 epochs lr 0.01"] = ("attacked", ftal)
+    adam_config = FineTuneConfig(epochs=3, lr=0.001, optimizer="adam")  # removes FCW in the quick bench
+    suspects["FTAL Adam 3 epochs lr 0.001"] = (
+        "attacked",
+        FineTune(adam_config)(marked, ctx.splits.attacker, seed=seed)[0],
+    )
     for amount in (0.5, 0.8):
         pruned, _ = Prune(PruneConfig(amount=amount))(marked, None, seed=seed)
         suspects[f"pruned {amount:.0%}"] = ("attacked", pruned)
