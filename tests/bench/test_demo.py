@@ -21,4 +21,5 @@ def test_demo_verdicts_and_report(tmp_path: Path) -> None:
     assert sequential.owned and sequential.queries <= 3
     report = (tmp_path / "demo.md").read_text()
     assert "| marked | owner |" in report and "Sequential verification" in report
+    assert "Removed (verdict flipped" in report or "No attack removed" in report
     assert (tmp_path / "key.safetensors").is_file() and (tmp_path / "marked.safetensors").is_file()

@@ -106,6 +106,16 @@ def render(rows: list[Row], seq: Verdict, alpha: float, meta: dict, digest: str,
             f"| {r.model} | {r.role} | {r.accuracy:.3f} | {v.statistic}/{v.n} | {r.embed_rate:.2f} | "
             f"{v.p_value:.2e} | {v.decision} | {v.queries} |"
         )
+    marked_acc = next(r.accuracy for r in rows if r.role == "owner")
+    removed = [
+        r.model for r in rows if r.role == "attacked" and not r.verdict.owned and marked_acc - r.accuracy <= 0.05
+    ]
+    lines += [
+        "",
+        f"Removed (verdict flipped, clean accuracy within 5 points of the marked model): {', '.join(removed)}."
+        if removed
+        else "No attack removed the watermark while keeping clean accuracy within 5 points.",
+    ]
     need = min_queries(alpha, seq.p0)
     lines += [
         "",
