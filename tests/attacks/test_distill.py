@@ -175,3 +175,22 @@ def test_make_query_answers(toy_victim: nn.Module) -> None:
 
 def test_registered_as_black_box() -> None:
     assert ATTACKS.get("distill") is Distill and Distill.access == "black-box"
+
+
+def test_distill_with_data_from_another_distribution(toy_victim) -> None:
+    from ownmark.data import load_dataset
+
+    answered = []
+
+    def api(x: torch.Tensor) -> torch.Tensor:
+        answered.append(x)
+        return torch.softmax(toy_victim(x), 1)
+
+    config = DistillConfig(source="digits", budget=200, epochs=1, arch="cnn2")
+    surrogate, cost = Distill(config)(api, toy_images(0), seed=0)
+    sent = torch.cat(answered)
+    assert cost.queries == len(sent) == 200
+    assert sent.shape[1:] == (3, 16, 16)  # 1x8x8 digits converted to the victim's input
+    digits = load_dataset("digits")
+    assert sent.mean(dim=(1, 2, 3)).sub(digits.x.mean()).abs().mean() < 0.2  # digit images, not the toy set
+    assert surrogate(toy_images(1).x[:4]).shape == (4, 4)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
-from ownmark.data import ImageSet
+from ownmark.data import ImageSet, load_dataset, to_image_shape
 from ownmark.errors import ConfigError, ShapeError, require_choice, require_positive
 from ownmark.models import MODELS, ModelSpec
 from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
@@ -31,6 +31,9 @@ class DistillConfig:
         temperature: divides the victim's logits (or log-probabilities) and the surrogate's
             logits for soft targets (Hinton et al.); unused with hard labels.
         query_batch: images per API call.
+        source: empty to query with the attacker's data; else a dataset name (``photos``,
+            ``digits``, ...) whose images, converted to the victim's input shape, are sent instead:
+            extraction with data from another distribution.
     """
 
     output: str = "probs"
@@ -42,6 +45,7 @@ class DistillConfig:
     batch_size: int = 64
     temperature: float = 1.0
     query_batch: int = 256
+    source: str = ""
 
     def __post_init__(self) -> None:
         require_choice(self, "output", OUTPUTS)
@@ -163,6 +167,10 @@ class Distill:
         self, victim: nn.Module | QueryFn, data: ImageSet, *, seed: int, engine: Engine = Engine()
     ) -> tuple[nn.Module, Cost]:
         cfg = self.config
+        if cfg.source:  # another distribution: labels are never used, the victim's answers are
+            other = load_dataset(cfg.source)
+            data = ImageSet(cfg.source, to_image_shape(other.x, data.shape), torch.zeros(len(other), dtype=torch.long),
+                            num_classes=data.num_classes)  # fmt: skip
         spec = self._check_before_querying(victim, data)
         query = make_query(victim, cfg.output) if isinstance(victim, nn.Module) else victim
         cost = Cost()

@@ -24,6 +24,8 @@ _ATTACKS: list[dict[str, Any]] = [
         "sweep": {"budget": [300, 1500]},
     },
     {"name": "distill", "label": "distill-logits", "set": {"output": "logits", "epochs": 5}},
+    # extraction with another distribution's images (scikit-image photo patches, converted to grey 28x28)
+    {"name": "distill", "label": "distill-ood", "set": {"output": "probs", "epochs": 5, "source": "photos"}},
     {"name": "noise", "sweep": {"std": [0.1, 0.3, 0.5]}},
     {"name": "blur", "sweep": {"sigma": [0.5, 1.0, 2.0]}},
     {"name": "flip"},

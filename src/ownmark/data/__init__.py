@@ -5,7 +5,7 @@ Importing this package registers the offline datasets ``mnist5k``, ``digits`` an
 
 from ownmark.data.datasets import DATASETS, cache_dir, load_dataset
 from ownmark.data.external import load_image_folder
-from ownmark.data.imageset import ImageSet, make_loader
+from ownmark.data.imageset import ImageSet, make_loader, to_image_shape
 from ownmark.data.splits import Splits, make_splits
 from ownmark.data.toy import toy_images, toy_loader
 
@@ -19,5 +19,6 @@ __all__ = [
     "make_loader",
     "make_splits",
     "toy_images",
+    "to_image_shape",
     "toy_loader",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from ownmark.errors import ConfigError, ShapeError, check_images
@@ -112,3 +113,24 @@ def make_loader(
         drop_last=drop_last,
         num_workers=0,
     )
+
+
+def to_image_shape(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Images ``x`` (N, C', H', W') converted to ``shape`` (C, H, W): the mean over RGB for grey,
+    grey repeated for RGB, then bilinear antialiased resizing; values stay in [0, 1].
+
+    Example:
+        >>> to_image_shape(torch.rand(2, 3, 32, 32), (1, 28, 28)).shape
+        torch.Size([2, 1, 28, 28])
+    """
+    c, h, w = shape
+    if x.shape[1] != c:
+        if c == 1:
+            x = x.mean(dim=1, keepdim=True)
+        elif x.shape[1] == 1:
+            x = x.repeat(1, c, 1, 1)
+        else:
+            raise ConfigError(f"cannot convert {x.shape[1]}-channel images to {c} channels; pick another source")
+    if tuple(x.shape[2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0, 1)

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ownmark.core import Evidence, Key
-from ownmark.data import ImageSet, load_dataset
+from ownmark.data import ImageSet, load_dataset, to_image_shape
 from ownmark.errors import ConfigError, require_choice, require_in_range, require_non_negative, require_positive
 from ownmark.train import Engine, TrainConfig, key_seed
 from ownmark.watermarks.base import WATERMARKS, Preset, config_dict
@@ -188,29 +187,6 @@ def stamp_patch(x: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
 def add_gaussian_noise(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
     """Images ``x`` in [0, 1] plus seeded Gaussian noise of ``std``, clamped to [0, 1]."""
     return (x + std * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-
-
-def to_image_shape(x: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Images ``x`` (N, C', H', W') converted to ``shape`` (C, H, W): the mean over RGB for grey,
-    grey repeated for RGB, then bilinear antialiased resizing; values stay in [0, 1].
-
-    Example:
-        >>> to_image_shape(torch.rand(2, 3, 32, 32), (1, 28, 28)).shape
-        torch.Size([2, 1, 28, 28])
-    """
-    c, h, w = shape
-    if x.shape[1] != c:
-        if c == 1:
-            x = x.mean(dim=1, keepdim=True)
-        elif x.shape[1] == 1:
-            x = x.repeat(1, c, 1, 1)
-        else:
-            raise ConfigError(
-                f"cannot convert {x.shape[1]}-channel trigger images to {c} channels; pick another source"
-            )
-    if tuple(x.shape[2:]) != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    return x.clamp(0, 1)
 
 
 class TriggerSetBaseline:
