@@ -144,7 +144,7 @@ def embed(
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     from ownmark.bench.experiment import Context
     from ownmark.io import artefact_paths, save_key
-    from ownmark.models import load_model, save_model
+    from ownmark.models import save_model
     from ownmark.models.injected import load_target
     from ownmark.train import accuracy
     from ownmark.watermarks import WATERMARKS, resolve_config
@@ -153,8 +153,7 @@ def embed(
     config = resolve_config(cls, preset, _sets(sets))
     ctx = Context.load(dataset, split_seed)
     if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
-        clean, _ = load_model(model)
-        _check_fits(clean, ctx)
+        clean = _load_fitting(model, ctx)
     else:  # a bare state dict or an architecture name
         clean = load_target(model, ctx.spec(arch), seed=seed)
     marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(accelerator, devices, num_nodes))
@@ -172,16 +171,19 @@ def embed(
         console.print(f"proprietary model's false positives on clean test images: {fpr:.4f} (bounds the fidelity loss)")
 
 
-def _check_fits(model: Any, ctx: Any) -> None:
+def _load_fitting(path: Any, ctx: Any) -> Any:
+    """Load an ownmark model and check that it takes the context's images and classes."""
     from ownmark.errors import KeyMismatchError
-    from ownmark.models import spec_of
+    from ownmark.models import load_model
 
-    spec, want = spec_of(model), ctx.spec("cnn2")
+    model, _ = load_model(path)
+    spec, want = model.spec, ctx.spec("cnn2")
     if spec.input_shape != want.input_shape or spec.num_classes != want.num_classes:
         raise KeyMismatchError(
             f"the model takes {spec.input_shape} images with {spec.num_classes} classes but {ctx.dataset} has "
             f"{want.input_shape} with {want.num_classes}; pass the dataset the model was trained on"
         )
+    return model
 
 
 @app.command()
@@ -200,7 +202,7 @@ def attack(
     """Attack a copy of a model with the attacker's data; report the cost."""
     from ownmark.attacks import ATTACKS
     from ownmark.bench.experiment import Context
-    from ownmark.models import load_model, save_model
+    from ownmark.models import save_model
     from ownmark.train import accuracy
     from ownmark.watermarks import apply_overrides
 
@@ -211,9 +213,8 @@ def attack(
             f"use `ownmark verify --transform {name} --set key=value`"
         )
     config = apply_overrides(cls.config_class(), _sets(sets))
-    victim, _ = load_model(model)
     ctx = Context.load(dataset, split_seed)
-    _check_fits(victim, ctx)
+    victim = _load_fitting(model, ctx)
     attacked, cost = cls(config)(
         victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes)
     )

@@ -61,13 +61,13 @@ def test_masking_zeroes_the_share_of_eligible_weights_only() -> None:
     weights = eligible_weights(model)
     assert all(w is not model[-1].weight for w in weights)  # the final classifier is never masked
     total = sum(w.numel() for w in weights)
-    random_mask_hook(model, 0.01, 1, seed=0)(model, 0)
+    random_mask_hook(0.01, 1, seed=0)(model, 0)
     assert sum(int((w == 0).sum()) for w in weights) == int(0.01 * total)
     assert (model[-1].weight == 1).all() and all(
         (m.bias == 1).all() for m in model if hasattr(m, "bias") and m.bias is not None
     )
     before = [w.clone() for w in weights]
-    random_mask_hook(model, 0.01, 10, seed=0)(model, 5)  # step 5 is not a masking step at period 10
+    random_mask_hook(0.01, 10, seed=0)(model, 5)  # step 5 is not a masking step at period 10
     assert all(torch.equal(b, w) for b, w in zip(before, weights, strict=True))
 
 

@@ -12,6 +12,7 @@ load hit both sides alike.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -46,10 +47,6 @@ def bare_fit(model: torch.nn.Module, data: ImageSet, config: TrainConfig, seed: 
     return time.perf_counter() - start
 
 
-def _median(fn: Callable[[], float], repeats: int) -> float:
-    return statistics.median(fn() for _ in range(repeats))
-
-
 def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = lambda _m: None) -> str:
     """Measure, write ``out`` (Markdown) and return its text."""
     ctx = Context.load("mnist5k", split_seed=0)
@@ -72,7 +69,7 @@ def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = 
         FCW(fcw_cfg).embed(clean, data, seed=r)
         embed_s.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        fit(replace_model(clean), data, EPOCH, seed=r)
+        fit(copy.deepcopy(clean), data, EPOCH, seed=r)
         tune_s.append(time.perf_counter() - t0)
     marked, key = FCW().embed(clean, data, seed=0)
     oracle = LabelOracle(marked, num_classes=10)
@@ -108,12 +105,6 @@ def _row(
 ) -> tuple[str, str, float, str, bool]:
     met = ratio >= goal if at_least else ratio <= goal
     return name, figures, ratio, f"{'>=' if at_least else '<='} {goal}", met
-
-
-def replace_model(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def render(rows: list[tuple[str, str, float, str, bool]], repeats: int, n: int) -> str:

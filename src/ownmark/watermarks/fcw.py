@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -14,9 +13,9 @@ from torch.nn import functional as F
 from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_in_range, require_non_negative, require_positive
-from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train import Engine, TrainConfig, key_seed
 from ownmark.watermarks.base import WATERMARKS, Preset, config_dict
-from ownmark.watermarks.triggers import trigger_batch_hook, trigger_evidence
+from ownmark.watermarks.triggers import fine_tune_with_triggers, trigger_evidence
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +117,18 @@ def eligible_weights(model: nn.Module) -> list[nn.Parameter]:
     ]  # fmt: skip
 
 
-def random_mask_hook(model: nn.Module, ratio: float, period: int, seed: int):
-    """A ``fit`` step hook that zeroes ``floor(ratio * P)`` random eligible weights every
-    ``period`` steps. No persistent mask: zeroed weights may regrow."""
-    weights = eligible_weights(model)
-    sizes = [w.numel() for w in weights]
-    total = sum(sizes)
-    count = math.floor(ratio * total)
+def random_mask_hook(ratio: float, period: int, seed: int):
+    """A ``fit`` step hook that zeroes ``floor(ratio * P)`` random eligible weights of the model it
+    is given every ``period`` steps. No persistent mask: zeroed weights may regrow."""
 
-    def hook(_model: nn.Module, step: int) -> None:
-        if count == 0 or step % period:
+    def hook(model: nn.Module, step: int) -> None:
+        if step % period:
+            return
+        weights = eligible_weights(model)
+        sizes = [w.numel() for w in weights]
+        total = sum(sizes)
+        count = math.floor(ratio * total)
+        if count == 0:
             return
         gen = torch.Generator().manual_seed(key_seed(seed, step, 7))
         chosen = torch.randperm(total, generator=gen)[:count]
@@ -217,13 +218,12 @@ class FCW:
         """Fine-tune a copy of ``model`` on ``data`` plus triggers, with random weight masking."""
         cfg = self.config
         trig = self.make_triggers(data, seed=seed)
-        marked = copy.deepcopy(model)
         steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
         log.info("FCW masking dose: %.1f zeroings per weight", cfg.mask_ratio * (steps // cfg.mask_period))
-        fit(
-            marked, data, cfg.train_config(), seed=seed, engine=engine, checkpoint=checkpoint, resume=resume,
-            batch_hook=trigger_batch_hook(trig["embed_x"], trig["embed_y"], cfg.triggers_per_batch),
-            step_hook=random_mask_hook(marked, cfg.mask_ratio, cfg.mask_period, seed) if cfg.mask_ratio > 0 else None,
+        marked = fine_tune_with_triggers(
+            model, data, trig["embed_x"], trig["embed_y"], cfg.train_config(), per_batch=cfg.triggers_per_batch,
+            seed=seed, engine=engine, checkpoint=checkpoint, resume=resume,
+            step_hook=random_mask_hook(cfg.mask_ratio, cfg.mask_period, seed) if cfg.mask_ratio > 0 else None,
         )  # fmt: skip
         key = Key(
             "fcw", config_dict(cfg), trig,

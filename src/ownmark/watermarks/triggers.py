@@ -11,6 +11,7 @@ from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet
 from ownmark.errors import KeyMismatchError
 from ownmark.train import Engine, TrainConfig, fit
+from ownmark.train.loop import StepHook
 from ownmark.verify import LabelOracle
 
 
@@ -31,9 +32,11 @@ def trigger_batch_hook(x_trig: torch.Tensor, y_trig: torch.Tensor, per_batch: in
 def fine_tune_with_triggers(
     model: nn.Module, data: ImageSet, x_trig: torch.Tensor, y_trig: torch.Tensor, config: TrainConfig, *,
     per_batch: int, seed: int, engine: Engine = Engine(), checkpoint=None, resume: bool = False,
+    step_hook: StepHook | None = None,
 ) -> nn.Module:  # fmt: skip
     """A copy of ``model`` fine-tuned on ``data`` with ``per_batch`` triggers joined to every clean
-    batch (one cross-entropy over the union, no masking); ``model`` itself stays untouched.
+    batch (one cross-entropy over the union); ``model`` itself stays untouched. ``step_hook``
+    runs on the copy before every step (FCW's weight masking).
 
     Example:
         >>> from ownmark.data.toy import toy_images
@@ -48,7 +51,7 @@ def fine_tune_with_triggers(
     marked = copy.deepcopy(model)
     fit(
         marked, data, config, seed=seed, engine=engine, checkpoint=checkpoint, resume=resume,
-        batch_hook=trigger_batch_hook(x_trig, y_trig, per_batch),
+        batch_hook=trigger_batch_hook(x_trig, y_trig, per_batch), step_hook=step_hook,
     )  # fmt: skip
     return marked
 
