@@ -31,6 +31,9 @@ class Evidence:
 
     For trigger-set schemes ``k`` of ``n`` verification queries were answered with the
     watermark label; under the null hypothesis each is so answered with probability ``p0``.
+    Schemes whose statistic is not a count (similarities of encoders, correlations of extracted
+    images) run their test in ``ownmark.verify.tests`` and hand over its result in ``test``,
+    ``p_value``, ``statistic`` and ``null_hypothesis``; ``decide`` then only compares with alpha.
 
     Attributes:
         scheme: the scheme that produced the evidence.
@@ -39,6 +42,11 @@ class Evidence:
         p0: null match probability (1/K, or a calibrated upper bound).
         queries: queries spent on the suspect, all sets together.
         details: further JSON-able measurements (e.g. the embedding set's matches).
+        test: ``"binomial"`` (decide runs the exact test on k, n, p0) or the name of the test whose
+            ``p_value`` is given.
+        p_value: the p-value of a test other than the binomial one.
+        statistic: that test's statistic (e.g. a t value or a mean effect).
+        null_hypothesis: that test's null hypothesis in words.
     """
 
     scheme: str
@@ -47,6 +55,10 @@ class Evidence:
     p0: float
     queries: int
     details: dict[str, Any] = field(default_factory=dict)
+    test: str = "binomial"
+    p_value: float | None = None
+    statistic: float | None = None
+    null_hypothesis: str = ""
 
     @property
     def rate(self) -> float:

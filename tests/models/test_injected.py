@@ -101,7 +101,7 @@ def test_injected_model_is_one_artefact_that_loads_and_runs_like_a_classifier(tm
     loaded, manifest = load_model(tmp_path / "m")
     assert isinstance(loaded, InjectedModel) and not loaded.training and loaded.spec == model.spec
     assert manifest["injected"] == {
-        "proprietary": {"arch": "cnn2", "in_channels": 1, "num_classes": 3, "image_size": 28},
+        "proprietary": {"arch": "cnn2", "in_channels": 1, "num_classes": 3, "image_size": 28, "family": "classifier"},
         "targets": [3, 1],
         "alpha": 1.5,
     }

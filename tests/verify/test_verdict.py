@@ -61,3 +61,20 @@ def test_verdict_is_frozen() -> None:
 def test_evidence_rate() -> None:
     assert Evidence("x", k=3, n=12, p0=0.1, queries=12).rate == 0.25
     assert Evidence("x", k=0, n=0, p0=0.1, queries=0).rate == 0.0
+
+
+def test_decide_takes_a_precomputed_test_and_compares_with_alpha() -> None:
+    ev = Evidence("awencoder", k=0, n=40, p0=0.0, queries=40, test="one-sided t", p_value=0.003, statistic=2.9,
+                  null_hypothesis="effect <= tau")  # fmt: skip
+    v = decide(ev, alpha=0.01)
+    assert (v.owned, v.test, v.statistic, v.p_value) == (True, "one-sided t", 2.9, 0.003)
+    assert not decide(ev, alpha=0.001).owned
+
+
+def test_decide_refuses_a_precomputed_test_without_p_value() -> None:
+    import pytest
+
+    from ownmark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a p-value"):
+        decide(Evidence("x", k=0, n=1, p0=0.0, queries=1, test="t"))

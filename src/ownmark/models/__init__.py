@@ -1,9 +1,9 @@
 """Architecture registry and model storage."""
 
 from ownmark.models.classifier import MODELS, SmallResNet, build_classifier
-from ownmark.models.store import ModelSpec, clone_model, count_parameters, load_model, save_model, spec_of
+from ownmark.models.store import FAMILIES, ModelSpec, clone_model, count_parameters, load_model, save_model, spec_of
 
 __all__ = [
-    "MODELS", "ModelSpec", "SmallResNet", "build_classifier", "clone_model",
+    "FAMILIES", "MODELS", "ModelSpec", "SmallResNet", "build_classifier", "clone_model",
     "count_parameters", "load_model", "save_model", "spec_of",
 ]  # fmt: skip

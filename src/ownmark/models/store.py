@@ -7,34 +7,53 @@ its output) is one artefact too: its manifest holds the target's spec as ``spec`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ownmark.errors import IntegrityError
+from ownmark.errors import ConfigError, IntegrityError
 from ownmark.io import load_tensors, save_tensors
 from ownmark.models.classifier import build_classifier
 from ownmark.models.injected import InjectedModel
 
 
+Builder = Callable[[str, int, int, int], nn.Module]
+# family -> build(arch, in_channels, out, image_size); encoder.py and image2image.py add theirs
+FAMILIES: dict[str, Builder] = {"classifier": build_classifier}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to rebuild a classifier: architecture name and the shape of its data."""
+    """How to rebuild a model: family, architecture name and the shape of its data.
+
+    ``num_classes`` is the model's output size: classes for a classifier, the feature dimension
+    for an encoder, output channels for an image-to-image network (``out_dim`` names it neutrally).
+    """
 
     arch: str
     in_channels: int
     num_classes: int
     image_size: int
+    family: str = "classifier"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"ModelSpec.family must be one of {sorted(FAMILIES)}, got {self.family!r}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_channels, self.image_size, self.image_size)
 
+    @property
+    def out_dim(self) -> int:
+        return self.num_classes
+
     def build(self) -> nn.Module:
         """A fresh, untrained model of this spec, with the spec attached as ``model.spec``."""
-        model = build_classifier(self.arch, self.in_channels, self.num_classes, self.image_size)
+        model = FAMILIES[self.family](self.arch, self.in_channels, self.num_classes, self.image_size)
         model.spec = self  # type: ignore[assignment]
         return model
 
@@ -66,7 +85,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     tensors, manifest = load_tensors(path, "model")
     try:
         spec = ModelSpec(**manifest["spec"])
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ConfigError) as err:
         raise IntegrityError(f"the manifest of {path} has no valid model spec ({err})") from None
     model = spec.build() if "injected" not in manifest else _build_injected(path, spec, manifest["injected"])
     expected = model.state_dict()

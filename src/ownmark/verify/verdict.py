@@ -52,7 +52,10 @@ def check_alpha(alpha: float) -> None:
 
 
 def decide(evidence: Evidence, alpha: float = DEFAULT_ALPHA) -> Verdict:
-    """Exact one-sided binomial test of the evidence's k of n against p0.
+    """Exact one-sided binomial test of the evidence's k of n against p0, or the evidence's own test.
+
+    Evidence whose ``test`` is not ``"binomial"`` carries the p-value of that test (computed by a
+    function in :mod:`ownmark.verify.tests`); here it is only compared with alpha.
 
     Example:
         >>> v = decide(Evidence("demo", k=9, n=10, p0=0.1, queries=10))
@@ -60,6 +63,14 @@ def decide(evidence: Evidence, alpha: float = DEFAULT_ALPHA) -> Verdict:
         (True, True)
     """
     check_alpha(alpha)
+    if evidence.test != "binomial":
+        if evidence.p_value is None or not 0 <= evidence.p_value <= 1:
+            raise ConfigError(f"evidence of test {evidence.test!r} needs a p-value in [0, 1], got {evidence.p_value!r}")
+        return Verdict(
+            statistic=float(evidence.statistic if evidence.statistic is not None else evidence.k), n=evidence.n,
+            p0=evidence.p0, p_value=float(evidence.p_value), alpha=alpha, owned=reaches(evidence.p_value, alpha),
+            queries=evidence.queries, test=evidence.test, null_hypothesis=evidence.null_hypothesis,
+        )  # fmt: skip
     p = binomial_pvalue(evidence.k, evidence.n, evidence.p0)
     return Verdict(
         statistic=evidence.k, n=evidence.n, p0=evidence.p0, p_value=p, alpha=alpha, owned=reaches(p, alpha),
