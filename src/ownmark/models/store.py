@@ -19,7 +19,6 @@ from ownmark.io import load_tensors, save_tensors
 from ownmark.models.classifier import build_classifier
 from ownmark.models.injected import InjectedModel
 
-
 Builder = Callable[[str, int, int, int], nn.Module]
 # family -> build(arch, in_channels, out, image_size); encoder.py and image2image.py add theirs
 FAMILIES: dict[str, Builder] = {"classifier": build_classifier}
