@@ -13,3 +13,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def mnist_splits():
+    """mnist5k's owner / attacker / test split of seed 0."""
+    from ownmark.data import load_dataset, make_splits
+
+    return make_splits(load_dataset("mnist5k"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def mnist_encoder(mnist_splits):
+    """A conv4 (128-d) SimCLR encoder pre-trained on mnist5k's owner part with the CPU defaults.
+
+    Shared by the encoder tests (probe, AWEncoder, StolenEncoder); tests must not change it:
+    copy it first (``copy.deepcopy``) when a test trains it.
+    """
+    from ownmark.models import ModelSpec
+    from ownmark.train.ssl import SSLConfig, pretrain
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    enc = ModelSpec("conv4", 1, 128, 28, family="encoder").build()
+    pretrain(enc, mnist_splits.owner, SSLConfig(), seed=0)
+    torch.set_num_threads(threads)
+    return enc.eval()

@@ -1,9 +1,10 @@
 """Architecture registry and model storage."""
 
 from ownmark.models.classifier import MODELS, SmallResNet, build_classifier
+from ownmark.models.encoder import ENCODERS, build_encoder, encode
 from ownmark.models.store import FAMILIES, ModelSpec, clone_model, count_parameters, load_model, save_model, spec_of
 
 __all__ = [
-    "FAMILIES", "MODELS", "ModelSpec", "SmallResNet", "build_classifier", "clone_model",
-    "count_parameters", "load_model", "save_model", "spec_of",
+    "ENCODERS", "FAMILIES", "MODELS", "ModelSpec", "SmallResNet", "build_classifier", "build_encoder", "clone_model",
+    "count_parameters", "encode", "load_model", "save_model", "spec_of",
 ]  # fmt: skip

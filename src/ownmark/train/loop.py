@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BatchHook = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 StepHook = Callable[[nn.Module, int], None]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,9 @@ def fit(
     resume: bool = False,
     batch_hook: BatchHook | None = None,
     step_hook: StepHook | None = None,
+    loss: LossFn | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with cross-entropy on ``data``.
+    """Train ``model`` in place with cross-entropy (or ``loss``) on ``data``.
 
     Args:
         checkpoint: file written atomically after each epoch; with ``resume`` an existing one is
@@ -142,6 +144,8 @@ def fit(
         batch_hook: ``(x, y, step) -> (x, y)`` changes each batch before the forward pass
             (FCW appends trigger images here).
         step_hook: ``(model, step)`` runs before each forward pass (FCW's weight masking).
+        loss: ``(forward, x, y, step) -> loss`` replaces cross-entropy; ``forward`` is the module
+            to call (self-supervised objectives, the AWEncoder joint loss).
 
     Example:
         >>> from ownmark.data.toy import toy_images
@@ -189,14 +193,14 @@ def fit(
                 if step_hook is not None:
                     step_hook(model, step)
                 x, y = fabric.to_device((x, y))
-                loss = F.cross_entropy(forward(x), y)
+                value = F.cross_entropy(forward(x), y) if loss is None else loss(forward, x, y, step)
                 stepper.zero_grad(set_to_none=True)
                 if plain:
-                    loss.backward()
+                    value.backward()
                 else:
-                    fabric.backward(loss)
+                    fabric.backward(value)
                 stepper.step()
-                total = total + loss.detach() * len(y)  # no .item() per step: it would sync every batch
+                total = total + value.detach() * len(y)  # no .item() per step: it would sync every batch
                 count += len(y)
                 advance(f"epoch {epoch + 1}/{config.epochs}")
             result.seconds += time.perf_counter() - t0

@@ -1,0 +1,72 @@
+"""Image encoders for self-supervised pre-training: images in, feature vectors out.
+
+``conv4`` is four 3x3 conv layers (16, 32, 64 and ``dim`` channels) with batch norm and global
+average pooling, so its features are non-negative, like a ResNet's after ReLU and pooling;
+``resnet-s`` is the small ResNet trunk of the classifiers with ``dim`` channels in its last
+stage. ``tv:NAME`` and ``timm:NAME`` build real backbones whose classifier layer outputs ``dim``
+features. Build them through ``ModelSpec(arch, channels, dim, size, family="encoder")``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ownmark.errors import ConfigError
+from ownmark.models.classifier import _Block, build_classifier
+from ownmark.models.store import FAMILIES
+from ownmark.registry import Registry
+
+ENCODERS: Registry = Registry("encoder")
+
+
+def _conv(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+@ENCODERS.register("conv4")
+def conv4(in_channels: int, dim: int, image_size: int) -> nn.Module:
+    """Conv layers of 16, 32, 64 and ``dim`` channels (the last three with stride 2), average-pooled."""
+    return nn.Sequential(
+        *_conv(in_channels, 16, 1), *_conv(16, 32, 2), *_conv(32, 64, 2), *_conv(64, dim, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )  # fmt: skip
+
+
+@ENCODERS.register("resnet-s")
+def resnet_s(in_channels: int, dim: int, image_size: int) -> nn.Module:
+    """The small ResNet trunk (stages of 32, 64 and ``dim`` channels), average-pooled."""
+    return nn.Sequential(
+        *_conv(in_channels, 32, 1), _Block(32, 32, 1), _Block(32, 64, 2), _Block(64, dim, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )  # fmt: skip
+
+
+def build_encoder(name: str, in_channels: int, dim: int, image_size: int) -> nn.Module:
+    """Build an untrained encoder with ``dim`` output features.
+
+    Example:
+        >>> build_encoder("conv4", 1, 32, 28)(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 32])
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ConfigError(f"an encoder's feature dimension must be a positive int, got {dim!r}")
+    if name.startswith(("tv:", "timm:")):
+        return build_classifier(name, in_channels, dim, image_size)
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    return ENCODERS.get(name)(in_channels, dim, image_size)
+
+
+FAMILIES["encoder"] = build_encoder
+
+
+@torch.no_grad()
+def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Features of ``x`` (N, C, H, W) in eval mode, batched; the encoder's mode is restored."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    finally:
+        encoder.train(was_training)
