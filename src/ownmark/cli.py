@@ -29,6 +29,8 @@ Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a settin
 Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
 Devices = Annotated[int, typer.Option(help="Devices per node.")]
 Nodes = Annotated[int, typer.Option("--num-nodes", help="Number of nodes.")]
+TargetUrl = Annotated[str | None, typer.Option(help="A served model, http://HOST:PORT[/v1/models/NAME].")]
+Token = Annotated[str | None, typer.Option(help="API token for --target-url.", envvar="OWNMARK_TOKEN")]
 
 
 def _engine(accelerator: str, devices: int, num_nodes: int):
@@ -189,8 +191,10 @@ def _load_fitting(path: Any, ctx: Any) -> Any:
 @app.command()
 def attack(
     name: Annotated[str, typer.Argument(help="Attack (see `ownmark list attacks`).")],
-    model: Annotated[Path, typer.Option(help="Victim model.")],
     out: Annotated[Path, typer.Option(help="Where to save the attacked model.")],
+    model: Annotated[Path | None, typer.Option(help="Victim model (or --target-url).")] = None,
+    target_url: TargetUrl = None,
+    token: Token = None,
     dataset: Dataset = "mnist5k",
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
@@ -214,7 +218,9 @@ def attack(
         )
     config = apply_overrides(cls.config_class(), _sets(sets))
     ctx = Context.load(dataset, split_seed)
-    victim = _load_fitting(model, ctx)
+    if model and target_url:
+        raise ConfigError("name one victim: --model PATH or --target-url URL, not both")
+    victim = _load_fitting(model, ctx) if model else _remote(target_url, token, cls)
     attacked, cost = cls(config)(
         victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes)
     )
@@ -227,21 +233,25 @@ def attack(
             "cost": {"epochs": cost.epochs, "seconds": cost.seconds, "queries": cost.queries},
             "dataset": dataset,
             "split_seed": split_seed,
+            **({"target_url": target_url} if target_url else {}),
         },
     )
     _save_config(
         out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config, seed=seed
     )
+    before = f"{accuracy(victim, ctx.splits.test):.4f}" if model else f"n/a ({target_url})"
     console.print(
-        f"{name}: victim acc {accuracy(victim, ctx.splits.test):.4f} -> attacked acc {acc:.4f}; "
+        f"{name}: victim acc {before} -> attacked acc {acc:.4f}; "
         f"cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}"
     )
 
 
 @app.command()
 def verify(
-    model: Annotated[list[Path], typer.Option(help="Suspect model(s) (repeatable).")],
     key: Annotated[Path, typer.Option(help="The owner's key (key.safetensors).")],
+    model: Annotated[list[Path] | None, typer.Option(help="Suspect model(s) (repeatable).")] = None,
+    target_url: TargetUrl = None,
+    token: Token = None,
     calibration: Annotated[Path | None, typer.Option(help="Use p0 from `ownmark calibrate` instead of 1/K.")] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
     sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
@@ -261,12 +271,27 @@ def verify(
     scheme = WATERMARKS.get(k.scheme)()
     p0 = Calibration.load(calibration).p0 if calibration else None
     wrap = _transform(transform, _sets(sets))
+    if not model and not target_url:
+        raise ConfigError("name the suspects: --model PATH (repeatable) and/or --target-url URL")
+    if target_url and transform:
+        raise ConfigError("--transform wraps a model's weights; a served suspect is verified as it answers")
     rows = []
-    for path in model:
-        suspect = wrap(load_model(path)[0])
+    for path in [*(model or []), *([target_url] if target_url else [])]:
+        suspect = wrap(load_model(path)[0]) if isinstance(path, Path) else _remote(path, token)
         verdict = _sequential(suspect, k, p0, alpha) if sequential else decide(scheme.detect(suspect, k, p0=p0), alpha)
         rows.append((str(path), verdict))
     _verdict_table(rows)
+
+
+def _remote(url: str | None, token: str | None, attack: Any = None) -> Any:
+    """The served model at ``url`` as a query function; only black-box attacks may take one."""
+    from ownmark.serve import RemoteModel
+
+    if not url:
+        raise ConfigError("name the victim: --model PATH or --target-url URL")
+    if attack is not None and getattr(attack, "access", "") != "black-box":
+        raise ConfigError(f"{attack.__name__} needs the victim's weights; over --target-url run a black-box attack")
+    return RemoteModel(url or "", token or "")
 
 
 def _transform(name: str | None, sets: dict[str, str]) -> Any:
@@ -445,6 +470,47 @@ def bench_perf(
 
     text = run_perf(out, repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
     console.print(text)
+
+
+@app.command()
+def serve(
+    models: Annotated[list[str], typer.Argument(help="Models to serve: PATH or NAME=PATH (ownmark artefacts).")],
+    token: Annotated[
+        list[str] | None, typer.Option(help="API token (repeatable).", envvar="OWNMARK_TOKEN", show_envvar=True)
+    ] = None,
+    tokens_file: Annotated[Path | None, typer.Option(help="File of API tokens, one per line.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Images each key may have answered per model.")] = None,
+    defense: Annotated[str, typer.Option(help="Output defense: none, noise:STD, round:D or topk:K.")] = "none",
+    kind: Annotated[str | None, typer.Option(help="labels, probs, logits, features or images.")] = None,
+    rate: Annotated[float, typer.Option(help="Requests per second per key; 0: no limit.")] = 50.0,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 16 * 2**20,
+    db: Annotated[Path | None, typer.Option(help="SQLite file of per-key usage (default: in the cache).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    seed: Seed = 0,
+) -> None:
+    """Serve models over HTTP: API keys, per-key budgets and rate limits, output defenses; docs at /docs."""
+    from ownmark.data import cache_dir
+    from ownmark.serve import ServeConfig, Service, UsageStore, create_app, load_models, read_tokens
+    from ownmark.serve.app import serve_forever
+
+    config = ServeConfig(kind=kind, budget=budget, defense=defense, seed=seed, rate=rate or None, max_body=max_body)
+    keys = [*(token or []), *(read_tokens(tokens_file) if tokens_file else [])]
+    db = db or cache_dir() / "serve.sqlite"
+    service = Service(load_models(models), keys, config, UsageStore(db))
+    console.print(f"serving {', '.join(service.models)} at http://{host}:{port} (docs: /docs); usage in {db}")
+    serve_forever(create_app(service), host, port)
+
+
+@bench_app.command("serve")
+def bench_serve(
+    out: Annotated[Path, typer.Option(help="Markdown file whose serve section to write.")] = Path("BENCHMARKS.md"),
+    seconds: Annotated[float, typer.Option(help="Seconds of load per measurement.")] = 3.0,
+) -> None:
+    """Requests/s and p50/p99 latency of the HTTP service vs the in-process API, at several batch sizes."""
+    from ownmark.serve.bench import run_serve_bench
+
+    console.print(run_serve_bench(out, seconds=seconds, say=lambda m: console.print(f"[dim]{m}[/]")))
 
 
 def main() -> None:
