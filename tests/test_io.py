@@ -90,7 +90,8 @@ def _model_round_trip(arch: str, tmp_path: Path) -> None:
     save_model(tmp_path / "m", model, info={"note": "toy"})
     loaded, manifest = load_model(tmp_path / "m")
     assert manifest["kind"] == "model" and manifest["info"] == {"note": "toy"}
-    assert manifest["spec"] == {"arch": arch, "in_channels": 3, "num_classes": 4, "image_size": 16}
+    spec = {"arch": arch, "in_channels": 3, "num_classes": 4, "image_size": 16, "family": "classifier"}
+    assert manifest["spec"] == spec
     assert loaded.spec == model.spec and not loaded.training
     before, after = model.state_dict(), loaded.state_dict()
     assert before.keys() == after.keys()

@@ -14,11 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ownmark.cli_i2i import app as i2i_app
 from ownmark.errors import ConfigError, OwnmarkError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embed, attack and verify DNN watermarks.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
 app.add_typer(bench_app, name="bench")
+from ownmark.cli_encoder import app as encoder_app  # noqa: E402  (the encoder family's own commands)
+
+app.add_typer(encoder_app, name="encoder")
+app.add_typer(i2i_app, name="i2i")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.")]
@@ -92,8 +97,12 @@ def train(
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
     num_nodes: Nodes = 1,
+    family: Annotated[
+        str, typer.Option(help="classifier, or encoder: self-supervised pre-training (--set method=simclr|moco|byol).")
+    ] = "classifier",
+    dim: Annotated[int, typer.Option(help="Feature dimension of an encoder.")] = 128,
 ) -> None:
-    """Train a clean classifier on one part of a dataset."""
+    """Train a clean classifier (or pre-train an encoder) on one part of a dataset."""
     from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
     from ownmark.models import save_model
     from ownmark.train import accuracy
@@ -101,6 +110,14 @@ def train(
 
     if split not in ("owner", "attacker"):
         raise ConfigError(f"--split must be owner or attacker, got {split!r}")
+    if family not in ("classifier", "encoder"):
+        raise ConfigError(f"--family must be classifier or encoder, got {family!r} (image-to-image: `ownmark i2i`)")
+    if family == "encoder":
+        from ownmark.cli_encoder import train_encoder
+
+        arch = "conv4" if arch == "cnn2" else arch
+        engine = _engine(accelerator, devices, num_nodes)
+        return train_encoder(out, arch, dim, dataset, split_seed, split, seed, _sets(sets), engine, checkpoint, resume)
     config = apply_overrides(CLEAN_TRAINING, _sets(sets))
     ctx = Context.load(dataset, split_seed)
     model = train_model(
@@ -142,6 +159,7 @@ def embed(
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
     num_nodes: Nodes = 1,
+    nulls: Annotated[int, typer.Option(help="Encoder schemes: independent encoders that set the null margin.")] = 5,
 ) -> None:
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     from ownmark.bench.experiment import Context
@@ -153,6 +171,11 @@ def embed(
 
     cls = WATERMARKS.get(scheme)
     config = resolve_config(cls, preset, _sets(sets))
+    if cls.family == "encoder":
+        from ownmark.cli_encoder import embed_encoder
+
+        engine = _engine(accelerator, devices, num_nodes)
+        return embed_encoder(Path(model), out, dataset, split_seed, seed, config, nulls, engine)
     ctx = Context.load(dataset, split_seed)
     if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
         clean = _load_fitting(model, ctx)
@@ -171,6 +194,16 @@ def embed(
 
         fpr = false_positive_rate(marked, ctx.splits.test.x)
         console.print(f"proprietary model's false positives on clean test images: {fpr:.4f} (bounds the fidelity loss)")
+
+
+def _family(path: Path) -> str:
+    """The model family an ownmark artefact's manifest names (classifier when it names none)."""
+    from ownmark.io import artefact_paths, load_json
+
+    manifest = artefact_paths(path)[1]
+    data = load_json(manifest) if manifest.is_file() else {}
+    spec = data.get("spec") if isinstance(data, dict) else None
+    return spec.get("family", "classifier") if isinstance(spec, dict) else "classifier"
 
 
 def _load_fitting(path: Any, ctx: Any) -> Any:
@@ -198,6 +231,7 @@ def attack(
     dataset: Dataset = "mnist5k",
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
+    preset: Preset = "default",
     sets: Sets = None,
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
@@ -205,10 +239,11 @@ def attack(
 ) -> None:
     """Attack a copy of a model with the attacker's data; report the cost."""
     from ownmark.attacks import ATTACKS
+    from ownmark.attacks.encoder_eval import describe_theft, load_encoder
     from ownmark.bench.experiment import Context
     from ownmark.models import save_model
     from ownmark.train import accuracy
-    from ownmark.watermarks import apply_overrides
+    from ownmark.watermarks import resolve_config
 
     cls = ATTACKS.get(name)
     if getattr(cls, "input_transform", False):
@@ -216,15 +251,20 @@ def attack(
             f"{name} transforms the suspect's inputs at verification time and changes no weights; "
             f"use `ownmark verify --transform {name} --set key=value`"
         )
-    config = apply_overrides(cls.config_class(), _sets(sets))
+    config = resolve_config(cls, preset, _sets(sets))
     ctx = Context.load(dataset, split_seed)
+    # encoders (stolenencoder, enc-finetune, enc-ssl, or prune on an encoder): features in, probes out
+    encoder = getattr(cls, "applies_to", "any") == "encoder" or (model is not None and _family(model) == "encoder")
     if model and target_url:
         raise ConfigError("name one victim: --model PATH or --target-url URL, not both")
-    victim = _load_fitting(model, ctx) if model else _remote(target_url, token, cls)
+    if model:
+        victim = load_encoder(model, ctx.splits.owner.shape) if encoder else _load_fitting(model, ctx)
+    else:
+        victim = _remote(target_url, token, cls)
     attacked, cost = cls(config)(
         victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes)
     )
-    acc = accuracy(attacked, ctx.splits.test)
+    acc = None if encoder else accuracy(attacked, ctx.splits.test)
     save_model(
         out,
         attacked,
@@ -237,12 +277,17 @@ def attack(
         },
     )
     _save_config(
-        out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config, seed=seed
-    )
-    before = f"{accuracy(victim, ctx.splits.test):.4f}" if model else f"n/a ({target_url})"
+        out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config,
+        preset=preset, seed=seed,
+    )  # fmt: skip
+    if encoder:
+        result = describe_theft(victim if model else None, attacked, ctx.splits.attacker, ctx.splits.test, seed=seed)
+        result = result.replace("stolen encoder", "attacked encoder") if name != "stolenencoder" else result
+    else:
+        before = f"{accuracy(victim, ctx.splits.test):.4f}" if model else f"n/a ({target_url})"
+        result = f"victim acc {before} -> attacked acc {acc:.4f}"
     console.print(
-        f"{name}: victim acc {before} -> attacked acc {acc:.4f}; "
-        f"cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}"
+        f"{name}: {result}; cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}"
     )
 
 
@@ -259,6 +304,9 @@ def verify(
         str | None, typer.Option(help="Input transform applied to every query: noise, blur, flip or jpeg.")
     ] = None,
     sets: Sets = None,
+    blackbox: Annotated[
+        bool, typer.Option(help="Encoder keys: the suspect is a downstream classifier (default: an encoder).")
+    ] = False,
 ) -> None:
     """Verify suspect models against a key and print verdicts with p-values."""
     from ownmark.io import load_key
@@ -278,9 +326,19 @@ def verify(
     rows = []
     for path in [*(model or []), *([target_url] if target_url else [])]:
         suspect = wrap(load_model(path)[0]) if isinstance(path, Path) else _remote(path, token)
-        verdict = _sequential(suspect, k, p0, alpha) if sequential else decide(scheme.detect(suspect, k, p0=p0), alpha)
+        if scheme.family == "encoder":
+            from ownmark.cli_encoder import verify_suspect
+
+            verdict = decide(verify_suspect(scheme, k, suspect, blackbox=blackbox), alpha)
+        elif sequential:
+            verdict = _sequential(suspect, k, p0, alpha)
+        else:
+            verdict = decide(scheme.detect(suspect, k, p0=p0), alpha)
         rows.append((str(path), verdict))
     _verdict_table(rows)
+    if scheme.family == "encoder" and "null_effects" in k.meta:  # the negative controls behind the margin
+        effects = ", ".join(f"{name} {v:.3f}" for name, v in k.meta["null_effects"].items())
+        console.print(f"negative controls (independent encoders' mean effects): {effects}; tau = {k.meta['tau']:.4f}")
 
 
 def _remote(url: str | None, token: str | None, attack: Any = None) -> Any:
@@ -320,13 +378,14 @@ def _sequential(suspect: Any, key: Any, p0: float | None, alpha: float):
 
 
 def _verdict_table(rows: list[tuple[str, Any]]) -> None:
-    table = Table("suspect", "matches", "p0", "p-value", "decision", "queries", "test")
+    table = Table("suspect", "statistic", "p0", "p-value", "decision", "queries", "test")
     for name, v in rows:
         colour = "red" if v.owned else "green"
+        binomial = v.test.startswith("exact")
         table.add_row(
             name,
-            f"{v.statistic}/{v.n}",
-            f"{v.p0:.3g}",
+            f"{v.statistic:g}/{v.n}" if binomial else f"{v.statistic:.3g} (n={v.n})",
+            f"{v.p0:.3g}" if binomial else "-",
             f"{v.p_value:.2e}",
             f"[{colour}]{v.decision}[/]",
             str(v.queries),
@@ -460,6 +519,20 @@ def bench_timings(
     console.print(f"timings of {workdir} written to {out}")
 
 
+@bench_app.command("encoders")
+def bench_encoders(
+    preset: Annotated[
+        str, typer.Option(help="awencoder (this CPU, ~10 min) or awencoder-smoke (~1 min).")
+    ] = "awencoder",
+    out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
+    benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,
+) -> None:
+    """AWEncoder embedded, attacked and verified against calibrated null encoders (white- and black-box)."""
+    from ownmark.cli_encoder import bench
+
+    bench(preset, out or Path("runs") / "bench" / preset, benchmarks)
+
+
 @bench_app.command("perf")
 def bench_perf(
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("BENCHMARKS.md"),
@@ -470,6 +543,25 @@ def bench_perf(
 
     text = run_perf(out, repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
     console.print(text)
+
+
+@bench_app.command("stolen")
+def bench_stolen(
+    out: Annotated[Path, typer.Option(help="Folder for stolen.json, stolen.md and figures.")] = Path("runs/stolen"),
+    benchmarks: Annotated[Path, typer.Option(help="Markdown file whose stolenencoder section to write.")] = Path(
+        "BENCHMARKS.md"
+    ),
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 (each pre-trains its own target).")] = 3,
+    watermark: Annotated[bool, typer.Option(help="Also steal an AWEncoder-marked encoder and verify it.")] = True,
+) -> None:
+    """StolenEncoder on mnist5k: TA/SA/PA/RA over seeds, queries to 0.9 TA, defense sweep, theft x watermark."""
+    from ownmark.bench.stolen import StolenBenchConfig, run_stolen_bench
+
+    config = StolenBenchConfig(seeds=tuple(range(seeds)), watermark=watermark)
+    results = run_stolen_bench(out, config, benchmarks=benchmarks, say=lambda m: console.print(f"[dim]{m}[/]"))
+    for check in results["checks"]:
+        console.print(f"{'[green]holds[/]' if check['holds'] else '[red]misses[/]'} {check['name']}: {check['value']}")
+    console.print(f"report written to {out / 'stolen.md'}; section stolenencoder of {benchmarks} updated")
 
 
 @app.command()

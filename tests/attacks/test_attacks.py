@@ -35,13 +35,18 @@ def test_expected_attacks_are_registered() -> None:
 @pytest.mark.parametrize("arch", ["cnn2", "resnet-s"])
 def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: str) -> None:
     attack_class = ATTACKS.get(name)
+    if getattr(attack_class, "applies_to", "any") == "image2image":
+        pytest.skip("image-to-image attacks are covered by tests/image2image/test_surrogate.py")
     config = attack_class.config_class()
     if hasattr(config, "epochs"):
         config = type(config)(**{**config.__dict__, "epochs": 1})  # keep the test fast
     attack = attack_class(config)
-    model = victim(arch)
+    model, width = victim(arch), 4
     if getattr(attack_class, "applies_to", "any") == "injected":  # PTYNet attacks take an injected model
         model = InjectedModel(model, ModelSpec(arch, 3, 2, 16).build(), [1], 1.5, 4).eval()
+    if getattr(attack_class, "applies_to", "any") == "encoder":  # encoder attacks: 16 features out
+        torch.manual_seed(0)
+        model, width = ModelSpec("conv4" if arch == "cnn2" else arch, 3, 16, 16, family="encoder").build().eval(), 16
     before = {k: v.clone() for k, v in model.state_dict().items()}
     attacked, cost = attack(model, toy_images(), seed=0)
     after = model.state_dict()
@@ -50,7 +55,7 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
     x = toy_images(1).x[:5]
     with torch.no_grad():
         answer, original = attacked.eval()(x), model(x)
-    assert answer.shape == original.shape == (5, 4)
+    assert answer.shape == original.shape == (5, width)
     assert not torch.equal(answer, original)  # it did attack
     attacked_state = attacked.state_dict()
     if attacked_state.keys() == before.keys():  # input transforms wrap the model instead of changing weights

@@ -49,8 +49,6 @@ def test_distillation_over_http_equals_distillation_in_process(
 
 
 def test_encoder_stealing_over_http_equals_stealing_in_process(serve: Serve, one_thread: None) -> None:
-    if "stolenencoder" not in ATTACKS.names():
-        pytest.skip("StolenEncoder is not registered")
     torch.manual_seed(2)
     encoder = ModelSpec("conv4", 3, 16, 16, family="encoder").build().eval()
     attack = ATTACKS.get("stolenencoder")

@@ -1,11 +1,22 @@
 """Removal and extraction attacks; importing this package registers every attack."""
 
-from ownmark.attacks import chain, distill, finetune, prune, ptynet_attacks, transforms  # noqa: F401  (registers)
+from ownmark.attacks import (  # noqa: F401  (registers)
+    chain,
+    distill,
+    encoder_attacks,
+    finetune,
+    prune,
+    ptynet_attacks,
+    stolen_encoder,
+    surrogate,
+    transforms,
+)
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.attacks.chain import Chain
 from ownmark.attacks.distill import Distill, DistillConfig, make_query
 from ownmark.attacks.finetune import FineTune, FineTuneConfig, FineTuneLastLayer, RetrainAll, RetrainLastLayer
 from ownmark.attacks.prune import FinePrune, FinePruneConfig, Prune, PruneConfig, global_l1_prune
+from ownmark.attacks.stolen_encoder import StolenEncoder, StolenEncoderConfig
 from ownmark.attacks.transforms import (
     Blur,
     BlurConfig,
@@ -21,6 +32,7 @@ from ownmark.attacks.transforms import (
 __all__ = [
     "ATTACKS", "Blur", "BlurConfig", "Chain", "Distill", "DistillConfig", "FinePrune", "FinePruneConfig",
     "FineTune", "FineTuneConfig", "FineTuneLastLayer", "Flip", "FlipConfig", "Jpeg", "JpegConfig", "Noise",
-    "NoiseConfig", "Prune", "PruneConfig", "RetrainAll", "RetrainLastLayer", "TransformedModel",
+    "NoiseConfig", "Prune", "PruneConfig", "RetrainAll", "RetrainLastLayer", "StolenEncoder", "StolenEncoderConfig",
+    "TransformedModel",
     "global_l1_prune", "make_query", "timed",
 ]  # fmt: skip

@@ -1,5 +1,6 @@
 """Architecture registry and model storage."""
 
+from ownmark.models import image2image  # noqa: F401  (registers the image2image family)
 from ownmark.models.classifier import MODELS, SmallResNet, build_classifier
 from ownmark.models.encoder import ENCODERS, build_encoder, encode
 from ownmark.models.store import FAMILIES, ModelSpec, clone_model, count_parameters, load_model, save_model, spec_of

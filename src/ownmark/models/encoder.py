@@ -63,7 +63,8 @@ FAMILIES["encoder"] = build_encoder
 
 @torch.no_grad()
 def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Features of ``x`` (N, C, H, W) in eval mode, batched; the encoder's mode is restored."""
+    """Outputs (features, logits) of ``x`` (N, C, H, W) in eval mode without gradients, batched;
+    the model's mode is restored."""
     was_training = encoder.training
     encoder.eval()
     try:

@@ -239,15 +239,11 @@ class _progress:
             self.bar.stop()
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode, batched; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
+    from ownmark.models.encoder import encode  # the same batched eval-mode forward pass
+
+    return encode(model, x, batch_size)
 
 
 def accuracy(model: nn.Module, data: ImageSet, batch_size: int = 512) -> float:

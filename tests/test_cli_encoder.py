@@ -1,0 +1,64 @@
+"""The encoder family through the CLI, on scikit-learn's 8x8 digits (seconds per command)."""
+
+import sys
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from ownmark import cli
+
+RUNNER = CliRunner()
+
+
+def invoke(*args: object) -> str:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "console", Console(width=200, color_system=None))
+        result = RUNNER.invoke(cli.app, [str(a) for a in args])
+    assert result.exit_code == 0, f"{args} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    return result.output
+
+
+def fail(monkeypatch, capsys, *args: object) -> str:
+    """main() on a user error: exit code 1 and one line ``error: ...``."""
+    monkeypatch.setattr(sys, "argv", ["ownmark", *map(str, args)])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.slow
+def test_train_probe_embed_verify_an_encoder(tmp_path) -> None:
+    enc = tmp_path / "enc"
+    out = invoke(
+        "train", "--family", "encoder", "--dataset", "digits", "--dim", "32", "--out", enc, "--set", "epochs=3"
+    )
+    assert "linear probe" in out and enc.with_suffix(".safetensors").is_file()
+    assert "5 labels per class" in invoke("encoder", "probe", "--model", enc, "--dataset", "digits", "--shots", "5")
+    marked = tmp_path / "marked"
+    out = invoke("embed", "awencoder", "--model", enc, "--dataset", "digits", "--out", marked,
+                 "--set", "trigger=secret", "--set", "n_verify=100", "--set", "epochs=3",
+                 "--set", "eps=0.2")  # fmt: skip
+    assert "null margin tau" in out and (marked / "key.safetensors").is_file()
+    out = invoke("verify", "--key", marked / "key", "--model", marked / "marked", "--model", enc)
+    decisions = [("OWNED" if "OWNED" in line else "not") for line in out.splitlines() if "t-test" in line]
+    assert decisions == ["OWNED", "not"], out  # rows in the order of --model: marked, then the clean encoder
+    assert "negative controls" in out and "null-4" in out
+    out = invoke("attack", "prune", "--model", marked / "marked", "--dataset", "digits", "--out", tmp_path / "pruned",
+                 "--set", "amount=0.3")  # fmt: skip
+    assert "attacked encoder probe" in out
+    out = invoke("verify", "--key", marked / "key", "--model", tmp_path / "pruned")
+    assert "OWNED" in out, out
+
+
+def test_encoder_commands_refuse_bad_input(monkeypatch, capsys, tmp_path) -> None:
+    assert "--family must be classifier or encoder" in fail(
+        monkeypatch, capsys, "train", "--family", "decoder", "--out", tmp_path / "x"
+    )
+    assert "no encoder bench preset" in fail(monkeypatch, capsys, "bench", "encoders", "--preset", "nope")
+    cls = tmp_path / "cls"
+    invoke("train", "--dataset", "digits", "--arch", "cnn2", "--out", cls, "--set", "epochs=1")
+    assert "not an encoder" in fail(monkeypatch, capsys, "encoder", "probe", "--model", cls)
