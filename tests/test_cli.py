@@ -120,7 +120,8 @@ def three_class_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, s
 def test_list_prints_every_group() -> None:
     out = invoke("list").stdout
     for group, name in [("schemes", "fcw"), ("attacks", "ftal"), ("models", "cnn2"), ("datasets", "mnist5k"),
-                        ("presets", "fcw:default")]:  # fmt: skip
+                        ("presets", "fcw:default"), ("encoders", "conv4"), ("image2image", "unet"),
+                        ("defenses", "topk:K"), ("schemes", "awencoder"), ("attacks", "stolenencoder")]:  # fmt: skip
         line = next((ln for ln in out.splitlines() if ln.startswith(f"{group}:")), None)
         assert line is not None and name in line, out
     from ownmark.attacks import ATTACKS

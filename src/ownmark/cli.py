@@ -62,17 +62,25 @@ def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="schemes, attacks, models, datasets or presets")] = "all") -> None:
+def list_(
+    what: Annotated[
+        str, typer.Argument(help="schemes, attacks, models, encoders, image2image, defenses, datasets or presets")
+    ] = "all",
+) -> None:
     """List what ownmark knows by name."""
     from ownmark.attacks import ATTACKS
     from ownmark.data import DATASETS
-    from ownmark.models import MODELS
+    from ownmark.models import ENCODERS, MODELS
+    from ownmark.models.image2image import I2I_MODELS
     from ownmark.watermarks import WATERMARKS
 
     groups = {
         "schemes": WATERMARKS.names(),
         "attacks": ATTACKS.names(),
         "models": [*MODELS.names(), "tv:NAME", "timm:NAME"],
+        "encoders": [*ENCODERS.names(), "tv:NAME", "timm:NAME"],
+        "image2image": I2I_MODELS.names(),
+        "defenses": ["none", "noise:STD[:abs]", "round:DECIMALS", "topk:K"],
         "datasets": [*DATASETS.names(), "folder:PATH", "tv:NAME"],
         "presets": [f"{s}:{p}" for s in WATERMARKS.names() for p in ["default", *WATERMARKS.get(s).presets]],
     }
