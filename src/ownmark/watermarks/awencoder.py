@@ -43,6 +43,7 @@ from ownmark.errors import ConfigError, KeyMismatchError, require_choice, requir
 from ownmark.models.encoder import encode
 from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.train.ssl import SSLConfig, SSLModel, augmenter, ssl_model, two_views
+from ownmark.verify.encoder import key_effects, majority_moves
 from ownmark.verify.tests import binomial_pvalue, margin_ttest, paired_wilcoxon, upper_bound
 from ownmark.watermarks.base import WATERMARKS, Preset, config_dict
 
@@ -179,36 +180,10 @@ def secret_trigger(shape: tuple[int, ...], eps: float, seed: int) -> torch.Tenso
     return (torch.randint(0, 2, shape, generator=g).float() * 2 - 1) * eps
 
 
-def _features(suspect: Any, x: torch.Tensor) -> torch.Tensor:
-    """Features from an encoder module or a feature query function (ModelAPI, RemoteModel)."""
-    try:
-        out = encode(suspect, x) if isinstance(suspect, nn.Module) else torch.as_tensor(suspect(x)).float()
-    except RuntimeError as err:
-        raise KeyMismatchError(
-            f"the suspect cannot take the key's images {tuple(x.shape[1:])} ({str(err).splitlines()[0][:120]}); "
-            "use the key made for this encoder"
-        ) from None
-    if out.ndim != 2 or len(out) != len(x):
-        raise KeyMismatchError(f"a suspect encoder must return (N, D) features, got {tuple(out.shape)}")
-    return out
-
-
 def effects(suspect: Any, key: Key) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-image cosines to the key image with and without delta, and their difference (the effect)."""
-    xv, delta, x_key = key.tensors["verify"], key.tensors["delta"], key.tensors["x_key"]
-    feats = _features(suspect, torch.cat([x_key[None], xv, (xv + delta).clamp(0, 1)]))
-    if key.config.get("centred", False):
-        feats = feats - feats[1 : 1 + len(xv)].mean(0)
-    k, clean, marked = feats[:1], feats[1 : 1 + len(xv)], feats[1 + len(xv) :]
-    with_mark = F.cosine_similarity(marked, k.expand_as(marked), dim=1)
-    without = F.cosine_similarity(clean, k.expand_as(clean), dim=1)
-    return with_mark, without, with_mark - without
-
-
-def _labels(suspect: Any, x: torch.Tensor) -> torch.Tensor:
-    from ownmark.verify.suspect import LabelOracle
-
-    return LabelOracle(suspect)(x)
+    t = key.tensors
+    return key_effects(suspect, t["verify"], t["delta"], t["x_key"], centred=bool(key.config.get("centred", False)))
 
 
 @WATERMARKS.register("awencoder")
@@ -304,7 +279,9 @@ class AWEncoder:
 
             flips = {}
             for name, enc in null_encoders.items():
-                k, n, _ = self._flips(linear_probe(enc, *probe, seed=0).classifier, key, key.tensors["delta"])
+                k, n, _ = majority_moves(
+                    linear_probe(enc, *probe, seed=0).classifier, key.tensors["verify"], key.tensors["delta"]
+                )
                 flips[name] = [k, n]
             k_all, n_all = sum(f[0] for f in flips.values()), sum(f[1] for f in flips.values())
             meta.update(null_flips=flips, p0_blackbox=upper_bound(k_all, max(n_all, 1), 0.99))
@@ -355,13 +332,13 @@ class AWEncoder:
                 "exchangeable with the random controls); verify the encoder white-box, or mark with "
                 "trigger=adversarial"
             )
-        k, n, queries = self._flips(suspect, key, key.tensors["delta"])
+        k, n, queries = majority_moves(suspect, key.tensors["verify"], key.tensors["delta"])
         g = torch.Generator().manual_seed(key_seed(int(key.meta.get("seed", 0)), CONTROL_STREAM))
         eps = float(key.tensors["delta"].abs().max())
         kc = nc = 0
         for _ in range(self.config.controls if "controls" not in key.config else int(key.config["controls"])):
             control = (torch.randint(0, 2, key.tensors["delta"].shape, generator=g).float() * 2 - 1) * eps
-            ck, cn, cq = self._flips(suspect, key, control)
+            ck, cn, cq = majority_moves(suspect, key.tensors["verify"], control)
             kc, nc, queries = kc + ck, nc + cn, queries + cq
         bounds = {"controls": upper_bound(kc, max(nc, 1), 0.99)}
         if p0 is not None or "p0_blackbox" in key.meta:
@@ -377,15 +354,6 @@ class AWEncoder:
                              f"to the marked images' majority label with probability at most {p0:.4g} (bound from "
                              f"{source})"),
         )  # fmt: skip
-
-    def _flips(self, suspect: Any, key: Key, delta: torch.Tensor) -> tuple[int, int, int]:
-        """(moved, eligible, queries): images not labelled L* when clean that ``delta`` moves to L*."""
-        xv = key.tensors["verify"]
-        labels = _labels(suspect, torch.cat([xv, (xv + delta).clamp(0, 1)]))
-        clean, marked = labels[: len(xv)], labels[len(xv) :]
-        target = torch.mode(marked).values
-        eligible = clean != target
-        return int((marked[eligible] == target).sum()), int(eligible.sum()), len(labels)
 
     @staticmethod
     def _check(key: Key) -> None:
