@@ -202,8 +202,20 @@ def _watermark_lines(results: Results) -> list[str]:
     stolen = wm["stolen from marked"]
     survived = [k for k in ("white_box", "black_box") if stolen[k]["owned"]]
     control = wm["stolen from unmarked"]["white_box"]["effect"]
-    lines += ["", "Outcome: the watermark " + (f"survives the theft ({', '.join(survived)} verification)."
-              if survived else "does not survive the theft: neither verification flags the stolen copy."),
+    control_owned = [k for k in ("white_box", "black_box") if wm["stolen from unmarked"][k]["owned"]]
+    both = [k for k in survived if k in control_owned]
+    if both:  # the control verifies too: the verdict follows the target itself, not the embedded mark
+        outcome = (
+            f"does not demonstrably survive the theft: the stolen copy verifies ({', '.join(survived)}), "
+            f"but so does the encoder stolen from the unmarked target ({', '.join(both)}), so that verdict "
+            "follows the target's own response to the adversarial delta (a fingerprint that theft carries "
+            "over), not the embedded mark."
+        )
+    elif survived:
+        outcome = f"survives the theft ({', '.join(survived)} verification)."
+    else:
+        outcome = "does not survive the theft: neither verification flags the stolen copy."
+    lines += ["", "Outcome: the watermark " + outcome,
               "", f"White-box margin: the stolen copy's effect {stolen['white_box']['effect']:.4f} against tau "
               f"{wm['tau']:.4f} and {control:.4f} for an encoder stolen from the unmarked target (the negative "
               f"control); black-box flip rate {stolen['black_box']['flip_rate']:.3f} against p0 "
