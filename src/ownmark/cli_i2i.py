@@ -50,6 +50,8 @@ def train(
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
     sets: Sets = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint written after every epoch.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = False,
 ) -> None:
     """Train a clean image-to-image target model on the owner's split of a task."""
     from ownmark.data.image2image import load_task
@@ -62,7 +64,7 @@ def train(
     splits = load_task(task, split_seed=split_seed)
     spec = ModelSpec(arch, splits.owner.x.shape[1], splits.owner.y.shape[1], splits.owner.x.shape[-1], "image2image")
     model = seeded(spec.build, seed)
-    fit_i2i(model, splits.owner.x, splits.owner.y, config, seed=seed)
+    fit_i2i(model, splits.owner.x, splits.owner.y, config, seed=seed, checkpoint=checkpoint, resume=resume)
     quality = psnr(predict(model, splits.test.x), splits.test.y)
     info = {"task": task, "split_seed": split_seed, "seed": seed, "config": config_dict(config), "test_psnr": quality}
     save_model(out, model, info=info)
