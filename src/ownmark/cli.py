@@ -247,9 +247,9 @@ def attack(
 ) -> None:
     """Attack a copy of a model with the attacker's data; report the cost."""
     from ownmark.attacks import ATTACKS
-    from ownmark.attacks.encoder_eval import describe_theft, load_encoder
+    from ownmark.attacks.encoder_eval import describe_theft
     from ownmark.bench.experiment import Context
-    from ownmark.models import save_model
+    from ownmark.models import load_encoder, save_model
     from ownmark.train import accuracy
     from ownmark.watermarks import resolve_config
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ownmark.errors import ConfigError, KeyMismatchError
+from ownmark.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Self-supervised encoders: utility probes.")
 
@@ -25,9 +25,9 @@ def _console():
 
 
 def _splits(dataset: str, split_seed: int) -> Any:
-    from ownmark.data import load_dataset, make_splits
+    from ownmark.bench.experiment import Context
 
-    return make_splits(load_dataset(dataset), seed=split_seed)
+    return Context.load(dataset, split_seed).splits
 
 
 def _ssl_config(sets: dict[str, str]) -> Any:
@@ -35,18 +35,6 @@ def _ssl_config(sets: dict[str, str]) -> Any:
     from ownmark.watermarks import apply_overrides
 
     return apply_overrides(SSLConfig(), sets)
-
-
-def load_encoder(path: Path, shape: tuple[int, ...] | None = None) -> Any:
-    """An ownmark encoder artefact (refuses classifiers and encoders of another input shape)."""
-    from ownmark.models import load_model
-
-    model, _ = load_model(path)
-    if model.spec.family != "encoder":
-        raise KeyMismatchError(f"{path} is a {model.spec.family}, not an encoder; train one with --family encoder")
-    if shape is not None and tuple(model.spec.input_shape) != tuple(shape):
-        raise KeyMismatchError(f"{path} takes {model.spec.input_shape} images but the data has {tuple(shape)}")
-    return model
 
 
 def train_encoder(out: Path, arch: str, dim: int, dataset: str, split_seed: int, split: str, seed: int,
@@ -80,7 +68,7 @@ def embed_encoder(model: Path, out: Path, dataset: str, split_seed: int, seed: i
     import torch
 
     from ownmark.io import save_key
-    from ownmark.models import ModelSpec, save_model
+    from ownmark.models import ModelSpec, load_encoder, save_model
     from ownmark.train.probe import linear_probe
     from ownmark.train.ssl import pretrain
     from ownmark.watermarks.awencoder import AWEncoder
@@ -129,6 +117,7 @@ def probe(
 ) -> None:
     """Linear-probe and k-NN accuracy of an encoder's frozen features on a downstream task."""
     from ownmark.data import ImageSet, to_image_shape
+    from ownmark.models import load_encoder
     from ownmark.train.probe import knn_accuracy, linear_probe, pixel_probe
 
     encoder = load_encoder(model)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,8 +26,8 @@ from ownmark.attacks.distill import fresh_surrogate
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.defenses import Defense
-from ownmark.errors import KeyMismatchError, ShapeError
-from ownmark.models import ModelSpec, encode, load_model
+from ownmark.errors import ShapeError
+from ownmark.models import ModelSpec, encode
 from ownmark.train import key_seed, predict_logits
 from ownmark.train.probe import linear_probe, pixel_probe
 from ownmark.train.ssl import SSLConfig, pretrain
@@ -203,23 +202,6 @@ def evaluate_theft(
         query_fraction=cost.queries / pretrain_size,
         compute_fraction=cost.seconds / pretrain_seconds if pretrain_seconds else None,
     )  # fmt: skip
-
-
-def load_encoder(path: str | Path, input_shape: tuple[int, ...]) -> nn.Module:
-    """An ownmark encoder from ``path``, checked to take images of ``input_shape`` (C, H, W)."""
-    model, _ = load_model(path)
-    spec = model.spec
-    if spec.family != "encoder":
-        raise KeyMismatchError(
-            f"{path} holds a {spec.family} ({spec.arch}), not an encoder; StolenEncoder steals encoders "
-            "(ModelSpec family 'encoder'); use `ownmark attack distill` for classifiers"
-        )
-    if tuple(spec.input_shape) != tuple(input_shape):
-        raise KeyMismatchError(
-            f"the encoder takes {spec.input_shape} images but the dataset has {tuple(input_shape)}; "
-            "pass the dataset the encoder was trained on"
-        )
-    return model
 
 
 def describe_theft(victim: nn.Module | None, stolen: nn.Module, train: ImageSet, test: ImageSet, *, seed: int) -> str:

@@ -9,12 +9,14 @@ features. Build them through ``ModelSpec(arch, channels, dim, size, family="enco
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from ownmark.errors import ConfigError
+from ownmark.errors import ConfigError, KeyMismatchError
 from ownmark.models.classifier import _Block, build_classifier
-from ownmark.models.store import FAMILIES
+from ownmark.models.store import FAMILIES, load_model
 from ownmark.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
@@ -59,6 +61,24 @@ def build_encoder(name: str, in_channels: int, dim: int, image_size: int) -> nn.
 
 
 FAMILIES["encoder"] = build_encoder
+
+
+def load_encoder(path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """An ownmark encoder artefact, refused with one line if it is another family or, given
+    ``input_shape`` (C, H, W), takes other images."""
+    model, _ = load_model(path)
+    spec = model.spec
+    if spec.family != "encoder":
+        raise KeyMismatchError(
+            f"{path} holds a {spec.family} ({spec.arch}), not an encoder; pre-train one with "
+            "`ownmark train --family encoder` (for classifiers, `ownmark attack distill` steals and verifies)"
+        )
+    if input_shape is not None and tuple(spec.input_shape) != tuple(input_shape):
+        raise KeyMismatchError(
+            f"the encoder takes {spec.input_shape} images but the dataset has {tuple(input_shape)}; "
+            "pass the dataset the encoder was trained on"
+        )
+    return model
 
 
 @torch.no_grad()
