@@ -51,9 +51,18 @@ def _rows(workdir: Path) -> dict[str, dict]:
 
 def test_presets_load_and_expand_sweeps() -> None:
     quick = load_config("quick")
-    assert set(quick.schemes) == {"fcw", "content", "noise", "unrelated", "ptynet"} and quick.seeds == (0, 1)
+    classifiers = {"fcw", "content", "noise", "unrelated", "ptynet"}
+    assert set(quick.schemes) == classifiers | {"awencoder", "awencoder-secret"} and quick.seeds == (0, 1)
+    assert quick.families() == ["classifier", "encoder"]
     assert [c[1] for c in quick.cells() if c[1] in ("strip", "ft-target")] == ["ft-target"] * 2 + ["strip"] * 2
-    assert len(quick.null_names()) >= 21  # >= 20 independent models per scheme
+    # each family meets only the attacks that fit its models: no label-head fine-tuning of an encoder,
+    # no encoder fine-tuning of a classifier; pruning and "none" reach both
+    by_scheme = {s: {c[1].split()[0] for c in quick.cells() if c[0] == s} for s in quick.schemes}
+    assert by_scheme["awencoder"] == by_scheme["awencoder-secret"] == {"none", "prune", "enc-finetune", "enc-ssl"}
+    assert {"prune", "ftal", "distill-probs"} <= by_scheme["fcw"] and not by_scheme["fcw"] & {"enc-finetune", "enc-ssl"}
+    nulls = quick.null_names()
+    assert sum(n.family == "classifier" for n in nulls) >= 21  # >= 20 independent models per scheme
+    assert sum(n.family == "encoder" for n in nulls) >= 5 and {n.method for n in nulls} >= {"simclr", "moco", "byol"}
     labels = [label for label, _ in expand({"name": "prune", "sweep": {"amount": [0.1, 0.5]}})]
     assert labels == ["prune amount=0.1", "prune amount=0.5"]
     assert load_config("paper").dataset == "tv:CIFAR10"
@@ -77,6 +86,11 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {"fcw": {}}, "bogus": 1}, ConfigError, "bogus"),
         ({"schemes": {}}, ConfigError, "at least one scheme"),
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "strip"}]}, ConfigError, "injected models only"),
+        ({"schemes": {"fcw": {}}, "attacks": [{"name": "enc-ssl"}]}, ConfigError, "no scheme here marks one"),
+        ({"schemes": {"deepwm": {}}}, ConfigError, "i2i bench"),
+        ({"schemes": {"awencoder": {}}, "encoder": {"calibration": [["conv4", "simclr", 1]]}}, ConfigError, ">= 5"),
+        ({"schemes": {"awencoder": {}}, "encoder": {"nulls": [["conv4", "simclr", 1, "x"]]}}, ConfigError, "owner"),
+        ({"schemes": {"awencoder": {}}, "encoder": {"dims": 3}}, ConfigError, "dims"),
     ],
 )
 def test_bad_configs_are_refused(raw: dict, error: type, match: str) -> None:
@@ -184,6 +198,33 @@ def test_report_from_a_run(tiny_run: Path, tmp_path: Path) -> None:
     text = md.read_text()
     assert "| fcw | prune |" in text and "| content | prune |" in text  # removal table rows of both schemes
     assert "data:image/png;base64," in html.read_text()
+
+
+ENCODER_TINY = {
+    "name": "enc-tiny",
+    "seeds": [0],
+    "schemes": {"awencoder": {"set": {"epochs": 2, "pgd_steps": 20, "n_verify": 80}}},
+    "attacks": [{"name": "none"}, {"name": "prune", "families": ["encoder"], "set": {"amount": 0.5}}],
+    "encoder": {"ssl": {"epochs": 2}, "nulls": [["conv4", "simclr", 201, "attacker"]]},
+}
+
+
+@pytest.mark.slow
+def test_encoder_rows_run_in_the_matrix_with_probe_utility_and_calibrated_verdicts(tmp_path: Path) -> None:
+    from ownmark.bench.report_cli import write_report
+
+    assert run_matrix(MatrixConfig.from_dict(ENCODER_TINY), tmp_path, executor=make_executor("serial")) == 3
+    rows = _rows(tmp_path)
+    marked, pruned = rows["cell|awencoder|none|0"], rows["cell|awencoder|prune|0"]
+    assert marked["family"] == "encoder" and marked["owned"] and marked["p_value"] <= 1e-6
+    # utility is the linear probe of frozen features: far above chance (10%) and the mark costs little
+    assert 0.75 <= marked["acc_clean"] <= 1.0 and abs(marked["acc_marked"] - marked["acc_clean"]) <= 0.05
+    assert pruned["owned"] and 0.7 <= pruned["acc_attacked"] <= 1.0
+    null = rows["null|enc-conv4-simclr-seed201-attacker-data|awencoder|0"]
+    assert not null["owned"] and null["p_value"] > 0.01
+    assert (tmp_path / "models" / "calib-conv4-simclr-seed101.safetensors").is_file()  # the margin's nulls, kept
+    text = write_report(tmp_path, tmp_path / "report")[0].read_text()
+    assert "linear-probe accuracy" in text and "| awencoder | prune |" in text
 
 
 def test_report_needs_results(tmp_path: Path) -> None:

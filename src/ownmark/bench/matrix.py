@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ownmark.errors import ConfigError, UnknownNameError
+
+if TYPE_CHECKING:
+    from ownmark.bench.families import NullSpec
 
 AttackSpec = dict[str, Any]
 
@@ -36,7 +39,9 @@ class MatrixConfig:
         schemes: scheme name -> {"preset": name, "set": {field: value}}.
         attacks: list of {"name": attack or "none", "label": optional, "set": {...},
             "sweep": {field: [values]}, "schemes": [only these]}; a sweep makes one cell per value.
-        nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null models.
+        nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null classifiers.
+        encoder: settings of the encoder schemes' models (``bench.families.ENCODER_DEFAULTS``:
+            arch, dim, ssl overrides, calibration nulls, null encoders).
     """
 
     name: str = "custom"
@@ -49,32 +54,49 @@ class MatrixConfig:
     schemes: dict[str, dict[str, Any]] = field(default_factory=dict)
     attacks: tuple[AttackSpec, ...] = ()
     nulls: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] = field(default_factory=dict)
     null_training: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"
     threads: int = 1
 
     def __post_init__(self) -> None:
         from ownmark.attacks import ATTACKS
-        from ownmark.watermarks import WATERMARKS
+        from ownmark.bench.families import MATRIX_FAMILIES, attack_families, encoder_settings, scheme_family
 
         if not self.schemes:
             raise ConfigError("a bench config needs at least one scheme under `schemes`")
+        families = set()
         for name in self.schemes:
-            WATERMARKS.get(name)
+            family = scheme_family(self.schemes, name)
+            if family not in MATRIX_FAMILIES:
+                raise ConfigError(
+                    f"scheme {name!r} marks {family} models, which the matrix does not run; "
+                    f"use its own bench (`ownmark i2i bench` for image-to-image)"
+                )
+            families.add(family)
+        if "encoder" in families:
+            encoder_settings(self.encoder)
         for spec in self.attacks:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
-            if spec["name"] != "none":
-                cls = ATTACKS.get(spec["name"])
-                if getattr(cls, "applies_to", "any") != "any" and "schemes" not in spec:
-                    raise ConfigError(
-                        f"attack {spec['name']!r} applies to {cls.applies_to} models only; "
-                        "list the schemes it attacks under `schemes`"
-                    )
-            unknown = set(spec) - {"name", "label", "set", "sweep", "schemes"}
+            unknown = set(spec) - {"name", "label", "set", "sweep", "schemes", "families"}
             if unknown:
                 raise ConfigError(
-                    f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep, schemes"
+                    f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep, schemes, "
+                    "families"
+                )
+            if spec["name"] == "none":
+                continue
+            applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
+            if applies not in ("any", *MATRIX_FAMILIES) and "schemes" not in spec:
+                raise ConfigError(
+                    f"attack {spec['name']!r} applies to {applies} models only; list the schemes it attacks under "
+                    "`schemes`"
+                )
+            if not set(attack_families(spec)) & families:
+                raise ConfigError(
+                    f"attack {spec['name']!r} runs on {'/'.join(attack_families(spec))} models and no scheme here "
+                    f"marks one; add such a scheme or drop the attack"
                 )
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
@@ -95,19 +117,36 @@ class MatrixConfig:
 
     def cells(self) -> Iterator[tuple[str, str, dict[str, Any], int]]:
         """(scheme, attack label, attack setting, seed) for every cell, in a fixed order."""
+        from ownmark.bench.families import attack_families, scheme_family
+
         for scheme, spec, seed in itertools.product(self.schemes, self.attacks, self.seeds):
             if scheme not in spec.get("schemes", [scheme]):
+                continue
+            if "schemes" not in spec and scheme_family(self.schemes, scheme) not in attack_families(spec):
                 continue
             for label, setting in expand(spec):
                 yield scheme, label, setting, seed
 
-    def null_names(self) -> list[tuple[str, str, int, str]]:
-        """(name, arch, seed, split) of every null model."""
-        archs = self.nulls.get("archs", [self.arch])
-        count = int(self.nulls.get("seeds", 0))
-        out = [(f"{a}-seed{1000 + s}", a, 1000 + s, "owner") for a in archs for s in range(count)]
-        if self.nulls.get("attacker_model", False):
-            out.append((f"{archs[0]}-attacker-data", archs[0], 10_007, "attacker"))
+    def families(self) -> list[str]:
+        """The model families of the schemes, in a fixed order."""
+        from ownmark.bench.families import MATRIX_FAMILIES, scheme_family
+
+        present = {scheme_family(self.schemes, name) for name in self.schemes}
+        return [f for f in MATRIX_FAMILIES if f in present]
+
+    def null_names(self) -> list[NullSpec]:
+        """Every null model: classifiers for classifier schemes, encoders for encoder schemes."""
+        from ownmark.bench.families import NullSpec, encoder_nulls
+
+        out: list[NullSpec] = []
+        if "classifier" in self.families():
+            archs = self.nulls.get("archs", [self.arch])
+            count = int(self.nulls.get("seeds", 0))
+            out += [NullSpec(f"{a}-seed{1000 + s}", "classifier", a, 1000 + s, "owner") for a in archs for s in range(count)]
+            if self.nulls.get("attacker_model", False):
+                out.append(NullSpec(f"{archs[0]}-attacker-data", "classifier", archs[0], 10_007, "attacker"))
+        if "encoder" in self.families():
+            out += encoder_nulls(self.encoder)
         return out
 
 
@@ -196,6 +235,9 @@ def run_matrix(
     workers: int = 1,
 ) -> int:
     """Run every missing cell of ``config``; return the number of rows written in this call."""
+    from dataclasses import asdict
+
+    from ownmark.bench.families import calibration_nulls
     from ownmark.bench.store import ResultStore
     from ownmark.bench.tasks import run_task
 
@@ -208,23 +250,26 @@ def run_matrix(
         for s, label, setting, seed in config.cells()
     ]
     nulls = [
-        Task("null", f"null|{name}", {**common, "name": name, "arch": arch, "seed": seed, "split": split})
-        for name, arch, seed, split in config.null_names()
+        Task("null", f"null|{n.name}", {**common, "null": asdict(n)}) for n in config.null_names()
     ]
     todo = [t for t in cells if t.key not in done] + [t for t in nulls if not _null_done(t.key, done)]
     if not todo:
         say("every cell is already stored")
         return 0
     seeds_needed = sorted({t.args["seed"] for t in todo if t.phase == "cell"} | (set(config.seeds) if nulls else set()))
+    families = config.families()
+    calibration = calibration_nulls(config.encoder) if "encoder" in families else []
     phases = [
-        [Task("clean", f"clean|{seed}", {**common, "seed": seed}) for seed in seeds_needed],
+        [Task("clean", f"clean|{f}|{seed}", {**common, "family": f, "seed": seed}) for f in families
+         for seed in seeds_needed]
+        + [Task("calib", f"calib|{n.name}", {**common, "null": asdict(n)}) for n in calibration],
         [
             Task("embed", f"embed|{s}|{seed}", {**common, "scheme": s, "seed": seed})
             for s in config.schemes
             for seed in seeds_needed
         ],
         todo,
-    ]
+    ]  # fmt: skip
     written = 0
     start = time.perf_counter()
     for phase in phases:

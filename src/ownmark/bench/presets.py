@@ -14,7 +14,7 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "ftal", "label": "ftal-adam", "set": {"epochs": 3, "optimizer": "adam", "lr": 0.001}},
     {"name": "rtll", "set": {"epochs": 3}},
     {"name": "rtal", "set": {"epochs": 3}},
-    {"name": "prune", "sweep": {"amount": [0.1, 0.3, 0.5, 0.7, 0.9]}},
+    {"name": "prune", "families": ["classifier", "encoder"], "sweep": {"amount": [0.1, 0.3, 0.5, 0.7, 0.9]}},
     {"name": "fineprune", "set": {"amount": 0.7, "epochs": 2}},
     {"name": "distill", "label": "distill-labels", "set": {"output": "labels", "epochs": 5}},
     {
@@ -33,7 +33,12 @@ _ATTACKS: list[dict[str, Any]] = [
     # PTYNet's own threats (Wang et al. 2023): the target alone fine-tuned, the proprietary branch dropped
     {"name": "ft-target", "set": {"epochs": 3}, "schemes": ["ptynet"]},
     {"name": "strip", "schemes": ["ptynet"]},
+    # encoder schemes (AWEncoder): downstream fine-tuning at three rates and continued SSL, beside pruning
+    {"name": "enc-finetune", "sweep": {"lr": [0.0001, 0.001, 0.01]}},
+    {"name": "enc-ssl"},
 ]
+# the paper's adversarial delta and ownmark's secret-trigger variant, side by side
+ENCODER_SCHEMES = {"awencoder": {}, "awencoder-secret": {"scheme": "awencoder", "preset": "secret"}}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -41,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "mnist5k",
         "arch": "cnn2",
         "seeds": [0, 1],
-        "schemes": {name: {} for name in CLASSIFIER_SCHEMES},
+        "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, **ENCODER_SCHEMES},
         "attacks": _ATTACKS,
         "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},  # 21 null models
         "null_training": {"epochs": 6},
@@ -70,7 +75,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "noise": {"preset": "paper"},
             "unrelated": {"preset": "paper"},
             "ptynet": {"preset": "paper"},
+            "awencoder": {"preset": "paper"},
         },
+        "encoder": {"arch": "resnet-s", "ssl": {"epochs": 200, "batch_size": 256}},
         "attacks": [
             *_ATTACKS[:8],
             {"name": "distill", "label": "distill-probs", "set": {"output": "probs", "epochs": 30, "budget": 15000}},

@@ -198,6 +198,12 @@ def _intro(cells: list[Row], nulls: list[Row]) -> list[Block]:
         f"{len(nulls)} null models. A verdict is 'owned' when the p-value is at most alpha ({alphas or NA}). "
         f"Accuracies are clean test accuracy in percent; costs and drops are in accuracy points."
     )
+    if any(r.get("family") == "encoder" for r in cells):
+        text += (
+            " For encoder schemes the accuracy is the linear-probe accuracy of the encoder's frozen features (a linear "
+            "classifier fitted on the attacker's labelled split, scored on the test split), and the verdict is the "
+            "calibrated white-box test (the mean key effect against the margin set on independent encoders)."
+        )
     if lost:
         text += f" In {lost} cells the marked model was not owned even before the attack; no removal is credited there."
     return [_Para(text)]

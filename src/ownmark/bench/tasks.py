@@ -23,7 +23,8 @@ def run_task(task: Task) -> list[Row]:
     before = torch.get_num_threads()
     torch.set_num_threads(task.args["config"]["threads"])
     try:
-        return {"clean": _clean, "embed": _embed, "cell": _cell, "null": _null}[task.phase](task.args)
+        phases = {"clean": _clean, "calib": _calib, "embed": _embed, "cell": _cell, "null": _null}
+        return phases[task.phase](task.args)
     finally:
         torch.set_num_threads(before)
 
@@ -54,60 +55,96 @@ def _train_config(overrides: dict[str, Any]):
 
 def _clean(args: dict[str, Any]) -> list[Row]:
     from ownmark.bench.experiment import train_model
+    from ownmark.bench.families import clean_name, encoder_settings, train_encoder
     from ownmark.io import artefact_paths
     from ownmark.models import save_model
 
-    path = _paths(args) / f"clean-seed{args['seed']}"
+    family = args.get("family", "classifier")
+    path = _paths(args) / clean_name(family, args["seed"])
     if artefact_paths(path)[1].is_file():
         return []
     ctx, cfg = _context(args), args["config"]
-    model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=_train_config(cfg["clean"]))
+    if family == "encoder":
+        enc = encoder_settings(cfg["encoder"])
+        method = enc["ssl"].get("method", "simclr")
+        model = train_encoder(ctx, cfg["encoder"], enc["arch"], method, args["seed"], "owner", _engine(args))
+    else:
+        model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=_train_config(cfg["clean"]))
     save_model(path, model, info={"seed": args["seed"], "dataset": cfg["dataset"]})
     return []
 
 
+def _null_model(args: dict[str, Any]):
+    """The null model of ``args["null"]``: trained here, or loaded if a calibration task stored it."""
+    from ownmark.bench.experiment import train_model
+    from ownmark.bench.families import NullSpec, train_encoder
+
+    cfg, ctx, null = args["config"], _context(args), NullSpec(**args["null"])
+    if null.family == "encoder":
+        return train_encoder(ctx, cfg["encoder"], null.arch, null.method, null.seed, null.split, _engine(args))
+    data = ctx.splits.owner if null.split == "owner" else ctx.splits.attacker
+    training = _train_config({**cfg["clean"], **cfg["null_training"]})
+    return train_model(ctx.spec(null.arch), data, seed=null.seed, config=training, engine=_engine(args))
+
+
+def _calib(args: dict[str, Any]) -> list[Row]:
+    """Train one calibration null encoder (the margin of encoder keys is set on these)."""
+    from ownmark.io import artefact_paths
+    from ownmark.models import save_model
+
+    path = _paths(args) / args["null"]["name"]
+    if not artefact_paths(path)[1].is_file():
+        save_model(path, _null_model(args), info=dict(args["null"]))
+    return []
+
+
 def _embed(args: dict[str, Any]) -> list[Row]:
+    from ownmark.bench.families import calibration_nulls, clean_name, scheme_class, scheme_family
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
-    from ownmark.watermarks import WATERMARKS, resolve_config
+    from ownmark.watermarks import resolve_config
 
-    scheme, seed = args["scheme"], args["seed"]
+    scheme, seed, cfg = args["scheme"], args["seed"], args["config"]
     path = _paths(args) / f"{scheme}-seed{seed}"
     if artefact_paths(path.with_name(path.name + "-key"))[1].is_file():
         return []
-    spec = args["config"]["schemes"][scheme] or {}
-    cls = WATERMARKS.get(scheme)
+    spec = cfg["schemes"][scheme] or {}
+    cls, family = scheme_class(cfg["schemes"], scheme), scheme_family(cfg["schemes"], scheme)
     config = resolve_config(cls, spec.get("preset"), spec.get("set", {}))
-    clean, _ = load_model(_paths(args) / f"clean-seed{seed}")
-    marked, key = cls(config).embed(clean, _context(args).splits.owner, seed=seed, engine=_engine(args))
+    clean, _ = load_model(_paths(args) / clean_name(family, seed))
+    ctx = _context(args)
+    marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(args))
+    if family == "encoder":  # the calibrated verdict needs the null margin before any detect
+        nulls = {n.name: load_model(_paths(args) / n.name)[0] for n in calibration_nulls(cfg["encoder"])}
+        key = cls(config).calibrate(key, nulls, probe=(ctx.splits.attacker, ctx.splits.test))
     save_model(path, marked, info={"scheme": scheme, "seed": seed})
     save_key(path.with_name(path.name + "-key"), key)  # the key last: it marks the pair complete
     return []
 
 
 def _cell(args: dict[str, Any]) -> list[Row]:
+    from ownmark.bench.families import clean_name, scheme_class, scheme_family, utility
     from ownmark.io import load_key
     from ownmark.models import load_model
-    from ownmark.train import accuracy
     from ownmark.verify import decide
-    from ownmark.watermarks import WATERMARKS
 
     start = time.perf_counter()
     scheme_name, seed, setting = args["scheme"], args["seed"], args["setting"]
-    alpha = args["config"]["alpha"]
+    schemes, alpha = args["config"]["schemes"], args["config"]["alpha"]
+    family = scheme_family(schemes, scheme_name)
     ctx = _context(args)
     marked, _ = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
     key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-    clean, _ = load_model(_paths(args) / f"clean-seed{seed}")
-    scheme = WATERMARKS.get(scheme_name)()
+    clean, _ = load_model(_paths(args) / clean_name(family, seed))
+    scheme = scheme_class(schemes, scheme_name)()
     attacked, cost = _attack(setting, marked, ctx, seed, _engine(args))
     before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
     verdict = decide(after, alpha)
     row = {
-        "scheme": scheme_name, "attack": setting["name"], "attack_label": args["label"],
+        "scheme": scheme_name, "family": family, "attack": setting["name"], "attack_label": args["label"],
         "strength_param": setting["param"], "strength": setting["value"], "seed": seed, "alpha": alpha,
-        "acc_clean": accuracy(clean, ctx.splits.test), "acc_marked": accuracy(marked, ctx.splits.test),
-        "acc_attacked": accuracy(attacked, ctx.splits.test),
+        "acc_clean": utility(family, clean, ctx), "acc_marked": utility(family, marked, ctx),
+        "acc_attacked": utility(family, attacked, ctx),
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
@@ -135,24 +172,23 @@ def _attack(setting: dict[str, Any], marked, ctx, seed: int, engine):
 
 
 def _null(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.experiment import train_model
+    from ownmark.bench.families import scheme_class, scheme_family
     from ownmark.io import load_key
     from ownmark.verify import decide
-    from ownmark.watermarks import WATERMARKS
 
-    cfg, ctx = args["config"], _context(args)
-    data = ctx.splits.owner if args["split"] == "owner" else ctx.splits.attacker
-    training = _train_config({**cfg["clean"], **cfg["null_training"]})
-    model = train_model(ctx.spec(args["arch"]), data, seed=args["seed"], config=training, engine=_engine(args))
+    cfg, null = args["config"], args["null"]
+    model = _null_model(args)
     rows = []
     for scheme_name in cfg["schemes"]:
+        if scheme_family(cfg["schemes"], scheme_name) != null["family"]:
+            continue
         for seed in cfg["seeds"]:
             key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-            ev = WATERMARKS.get(scheme_name)().detect(model, key)
+            ev = scheme_class(cfg["schemes"], scheme_name)().detect(model, key)
             verdict = decide(ev, cfg["alpha"])
             row = {
-                "scheme": scheme_name, "seed": seed, "model": args["name"], "k": ev.k, "n": ev.n, "p0": ev.p0,
+                "scheme": scheme_name, "seed": seed, "model": null["name"], "k": ev.k, "n": ev.n, "p0": ev.p0,
                 "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg["alpha"],
             }  # fmt: skip
-            rows.append((f"null|{args['name']}|{scheme_name}|{seed}", "null", row))
+            rows.append((f"null|{null['name']}|{scheme_name}|{seed}", "null", row))
     return rows
