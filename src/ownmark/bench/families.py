@@ -78,7 +78,9 @@ def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"unknown keys {sorted(unknown)} under `encoder`; known: {sorted(ENCODER_KEYS)}")
     out = {**ENCODER_DEFAULTS, **raw}
     if len(out["calibration"]) < 5:
-        raise ConfigError(f"`encoder.calibration` needs >= 5 null encoders (arch, method, seed), got {out['calibration']}")
+        raise ConfigError(
+            f"`encoder.calibration` needs >= 5 null encoders [arch, method, seed], got {out['calibration']}"
+        )
     for entry in out["calibration"]:
         if len(entry) != 3:
             raise ConfigError(f"each `encoder.calibration` entry is [arch, SSL method, seed], got {entry!r}")

@@ -142,7 +142,9 @@ class MatrixConfig:
         if "classifier" in self.families():
             archs = self.nulls.get("archs", [self.arch])
             count = int(self.nulls.get("seeds", 0))
-            out += [NullSpec(f"{a}-seed{1000 + s}", "classifier", a, 1000 + s, "owner") for a in archs for s in range(count)]
+            out += [
+                NullSpec(f"{a}-seed{1000 + s}", "classifier", a, 1000 + s, "owner") for a in archs for s in range(count)
+            ]
             if self.nulls.get("attacker_model", False):
                 out.append(NullSpec(f"{archs[0]}-attacker-data", "classifier", archs[0], 10_007, "attacker"))
         if "encoder" in self.families():
@@ -249,9 +251,7 @@ def run_matrix(
         Task("cell", cell_id(s, label, seed), {**common, "scheme": s, "label": label, "setting": setting, "seed": seed})
         for s, label, setting, seed in config.cells()
     ]
-    nulls = [
-        Task("null", f"null|{n.name}", {**common, "null": asdict(n)}) for n in config.null_names()
-    ]
+    nulls = [Task("null", f"null|{n.name}", {**common, "null": asdict(n)}) for n in config.null_names()]
     todo = [t for t in cells if t.key not in done] + [t for t in nulls if not _null_done(t.key, done)]
     if not todo:
         say("every cell is already stored")

@@ -69,7 +69,8 @@ def _clean(args: dict[str, Any]) -> list[Row]:
         method = enc["ssl"].get("method", "simclr")
         model = train_encoder(ctx, cfg["encoder"], enc["arch"], method, args["seed"], "owner", _engine(args))
     else:
-        model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=_train_config(cfg["clean"]))
+        training = _train_config(cfg["clean"])
+        model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=training)
     save_model(path, model, info={"seed": args["seed"], "dataset": cfg["dataset"]})
     return []
 
