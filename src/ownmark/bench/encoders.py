@@ -179,6 +179,20 @@ def run_encoder_bench(
     return results
 
 
+FINDINGS = (
+    "What made the mark survive downstream fine-tuning at lr 1e-2 (Adam, 3 epochs: the last three layers move by "
+    "1.6-3.4 times their own norm while the probe stays at 93%): a specificity term (lambda_neg 10; random sign "
+    "perturbations of delta's norm must keep the clean encoder's features) with lambda_wm 30. Without it the "
+    "marked encoder learnt 'any perturbation of this size goes to the key' (random controls 0.53 vs delta 0.58) "
+    "and the effect after lr 1e-2 fell to 0.12, the null level (margin 0.26). Measured on embedding seeds 0, 1, 2 "
+    "with lambda_neg 10, lambda_wm 30: 0.39, 0.35, 0.46 against margins 0.26, 0.30, 0.26; lambda_neg 30 with "
+    "lambda_wm 30 lost it at seed 0 (0.24). Tried before and not enough: 20 embedding epochs, lambda_wm = "
+    "lambda_fid = 30, eps 0.25, centred cosines, the watermark loss on intermediate layers, weight perturbation "
+    "while embedding (rho 0.3 along the gradient, 1.0 random). The secret variant's margin is set higher by one "
+    "calibration null that pulls any noise towards the key (0.16), and lr 1e-2 removes it there."
+)
+
+
 def _fmt_p(p: float | None) -> str:
     if p is None:
         return "n/a"
@@ -310,9 +324,17 @@ def benchmarks_section(results: dict[str, Any]) -> str:
         removed = [f"{n.removeprefix('attack:')} (probe {100 * r['probe']:.1f}%)" for n, r in part["rows"].items()
                    if n.startswith("attack:") and not r["owned_white"]]  # fmt: skip
         within = [n for n in removed if float(n.rsplit("probe ", 1)[1].rstrip("%)")) >= 100 * clean - 3]
-        lines.append(
-            f"- {trig}: white-box verdict lost after {', '.join(removed) or 'no attack'}; "
-            f"{len(within)} of them keep the probe within 3 points of the clean encoder's."
-        )
+        if removed:
+            lines.append(
+                f"- {trig}: white-box verdict lost after {', '.join(removed)}; "
+                f"{len(within)} of them keep the probe within 3 points of the clean encoder's."
+            )
+        else:
+            lowest = min(r["probe"] for n, r in part["rows"].items() if n.startswith("attack:"))
+            lines.append(
+                f"- {trig}: every attack left the white-box verdict standing (lowest probe after an attack "
+                f"{100 * lowest:.1f}%)."
+            )
     lines.append("- Per-encoder tables and figures: docs/bench-awencoder/report.md.")
+    lines.append(f"- {FINDINGS}")
     return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""How AWEncoder's secret is made: the key image and the trigger (adversarial delta or secret signs).
+
+Reference:
+    Zhang, Wu, Lu, Sun, "AWEncoder: Adversarial Watermarking Pre-trained Encoders in Contrastive
+    Learning", Applied Sciences 2023, arXiv:2208.03948 (Sec. 4.1: the universal adversarial
+    perturbation towards the key image's embedding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ownmark.train import key_seed
+
+KEY_STREAM, DELTA_STREAM = 0x4B455921, 0x44454C54
+
+
+def universal_perturbation(
+    encoder: nn.Module, x: torch.Tensor, x_key: torch.Tensor, *, eps: float, steps: int, step: float, seed: int
+) -> torch.Tensor:
+    """The paper's delta: PGD with signed steps on mean(1 - cos(E0(x + delta), E0(x_key))), clipped
+    to ||delta||_inf <= eps (and x + delta to [0, 1]); batches of 256 cycle through ``x``."""
+    was_training = encoder.training
+    encoder.eval()
+    g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
+    delta = (torch.rand(x.shape[1:], generator=g) * 2 - 1) * eps
+    with torch.no_grad():
+        target = encoder(x_key[None])
+    for _ in range(steps):
+        idx = torch.randperm(len(x), generator=g)[:256]
+        d = delta.clone().requires_grad_(True)
+        loss = (1 - F.cosine_similarity(encoder((x[idx] + d).clamp(0, 1)), target.expand(len(idx), -1), dim=1)).mean()
+        (grad,) = torch.autograd.grad(loss, d)
+        delta = (delta - step * grad.sign()).clamp(-eps, eps)
+    encoder.train(was_training)
+    return delta.detach()
+
+
+def key_image(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """The secret key image: a seeded photo patch converted to ``shape``, or uniform noise."""
+    g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM))
+    if kind == "noise":
+        return torch.rand(shape, generator=g)
+    from ownmark.data import load_dataset, to_image_shape
+
+    photos = load_dataset("photos")
+    pick = int(torch.randint(len(photos), (1,), generator=g))
+    return to_image_shape(photos.x[pick : pick + 1], tuple(shape))[0]
+
+
+def secret_trigger(shape: tuple[int, ...], eps: float, seed: int) -> torch.Tensor:
+    """ownmark's variant: a secret random sign pattern of L-inf norm ``eps``."""
+    g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
+    return (torch.randint(0, 2, shape, generator=g).float() * 2 - 1) * eps
