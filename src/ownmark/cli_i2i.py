@@ -168,7 +168,7 @@ def verify(
 
 @app.command()
 def bench(
-    preset: Annotated[str, typer.Option(help="image2image (this CPU, ~15 min), smoke (seconds) or paper (GPU).")],
+    preset: Annotated[str, typer.Option(help="image2image (this CPU, ~10 min), smoke (seconds) or paper (GPU).")],
     out: Annotated[Path, typer.Option(help="Folder for results.json, report.md and figures.")] = Path(
         "runs/bench/image2image"
     ),

@@ -42,16 +42,28 @@ from ownmark.watermarks import config_dict
 from ownmark.watermarks.deepwm import DeepWM, DeepWMConfig
 
 NOTES = (
-    "What the figures say: the 64 secret bits transfer to surrogates (exact binomial p <= 1e-10 for most "
-    "architecture x loss pairs, while every negative control decodes chance bits, p ~ 0.7), but the paper's "
-    "success criterion (centred NC > 0.95 per output) is missed everywhere: R's extraction reaches a mean centred "
-    "NC of ~0.93 on marked outputs, just under the threshold, and 0.4-0.9 on surrogates. Surrogates trained with "
-    "rotate/crop/resize augmentation lose the mark (as the paper reports). Fidelity is the other miss: at the CPU "
-    "budget (12 stage-1 epochs) the extractor needs a strong mark; tried here: fidelity weights 1, 5, 15, 30 and "
-    "100, a geometric ramp of that weight, and an SSIM term (weight 1-3, which collapsed H to no mark at weight "
-    "100). The sweep shows the trade-off: weight 100 reaches 32.4 dB but no surrogate carries the mark, weight 10 "
-    "gives 67% surrogate success at 23.9 dB. Meeting both goals needs the longer `paper` preset (GPU). The barrier "
-    "costs a second UNet per query (1.9x, goal 1.2x); the absorbed form costs nothing (1.0x)."
+    "What changed since the run of 2026-11-23 (18.6 min: barrier 1.92x the target, marked success 0% at centred NC "
+    "0.926, PSNR 26.6 dB / SSIM 0.73, 0 of 8 surrogates at >= 90%), each step measured on this task and seed: "
+    "(1) H is `lite`, three 3x3 convolutions of width 8 (1.2k weights against the target's 190k) that add a "
+    "residual, b' = b + H(b, delta); the UNet H ran a second target-sized network per query. "
+    "(2) Marked outputs missed the 0.95 threshold (bits 99% right per image, centred NC 0.93) because R lagged "
+    "behind H: joint training moves the mark under R until its last epoch. Ten epochs of R alone with H frozen "
+    "(`extractor_epochs`) lift marked centred NC from 0.86 to 0.998 (success 0% to 98%) with H unchanged; a sigmoid "
+    "output on R (`extractor_head`), bounding it to [0, 1] like the watermark and the blank, lets H settle on a "
+    "fainter mark (27.3 to 31.1 dB at fidelity weight 30). Threshold (0.95) and metric (centred NC per output) are "
+    "unchanged. (3) Fidelity weight 50 (was 30): PSNR over 30 dB while at least three unseen surrogates carry the "
+    "mark; the sweep above shows the trade-off. SSIM misses 0.95 by about 0.08: on these 32x32 patches each "
+    "setting tried that moves towards it costs surrogates (one run each, 7 surrogates unless said): fidelity weight "
+    "100 gives 37.7 dB, SSIM 0.939, 98% on marked outputs, but 1 of 4 surrogates tried >= 90% (unet/ssim+gan, the "
+    "sweep's row); an SSIM term of weight 0.5 at fidelity 30 gives 32.6 dB, SSIM 0.932, 98% marked, 3 of 7; the "
+    "same term at fidelity 50 gives 35.9 dB, SSIM 0.941, 94% marked, 1 of 7; weight 1 at fidelity 20 meets SSIM "
+    "(0.959, 34.8 dB) but gives 91% marked and 0 of 7 (best 86%, bits p <= 4e-14 on all 7); at weight 3 "
+    "(fidelity 30) H collapsed to no mark while R learned to emit a half-watermark for every image, so every "
+    "negative control passed centred NC (why controls are reported beside every figure). The encdec surrogates of "
+    "the barrier form carry the bits (p 2e-15) but reach centred NC 0.90-0.91, under the threshold. The fainter "
+    "mark does not survive JPEG 75 on the outputs (p 0.08 barrier, 0.73 absorbed; the 26.6 dB mark of the earlier "
+    "run kept its bits, p 2e-15, at 0% success), nor surrogates trained with rotate/crop/resize augmentation, as "
+    "the paper reports. The absorbed form costs no latency (1.0x)."
 )
 GOALS = {"psnr": 30.0, "ssim": 0.95, "marked_success": 0.95, "surrogate_success": 0.90, "p": 1e-6, "control": 0.05}
 
@@ -73,7 +85,7 @@ class I2IBenchConfig:
     sweep: tuple[float, ...] = (10.0, 100.0)
     absorbed: bool = True
     latency_batch: int = 64
-    latency_repeats: int = 20
+    latency_repeats: int = 50
     threads: int = 1
     seed: int = 0
 

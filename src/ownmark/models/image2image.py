@@ -124,6 +124,13 @@ def conv3(cin: int, cout: int, residual: bool) -> nn.Module:
     return I2INet(nn.Sequential(_conv(cin, 16), _conv(16, 16), nn.Conv2d(16, cout, 3, 1, 1)), cin, cout, residual)
 
 
+@I2I_MODELS.register("lite")
+def lite(cin: int, cout: int, residual: bool) -> nn.Module:
+    """Three 3x3 convolutions of width 8 (about 1.2k weights): deep output watermarking's light
+    embedding network H, which only adds a watermark residual and must cost little beside the target."""
+    return I2INet(nn.Sequential(_conv(cin, 8), _conv(8, 8), nn.Conv2d(8, cout, 3, 1, 1)), cin, cout, residual)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN discriminator (Isola et al. 2017, pix2pix): a logit per overlapping patch.
 
