@@ -108,8 +108,10 @@ def test_survives_downstream_fine_tuning_that_keeps_utility(marked, mnist_splits
 @pytest.mark.slow
 def test_survives_fine_tuning_at_lr_1e_2_that_rewrites_the_encoder(marked, mnist_splits, mnist_encoder) -> None:
     """The issue's must-hold at the rate that keeps the probe but moves the last layers by more than
-    their own norm (Adam 1e-2, 3 epochs): measured with the paper's delta (the variant's margin is
-    set higher by one noise-sensitive null encoder, and it is lost there; BENCHMARKS.md)."""
+    their own norm (Adam 1e-2, 3 epochs), on this seed's encoder with the paper's delta. It is not
+    robust across clean encoders: the quick matrix's two lose it (BENCHMARKS.md), so this test guards
+    the specificity term's gain on one fixed instance, not the must-hold in general. The variant's
+    margin is set higher by one noise-sensitive null encoder, and it is lost there."""
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
 
     scheme, encoder, key = marked

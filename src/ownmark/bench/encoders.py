@@ -189,7 +189,11 @@ FINDINGS = (
     "lambda_wm 30 lost it at seed 0 (0.24). Tried before and not enough: 20 embedding epochs, lambda_wm = "
     "lambda_fid = 30, eps 0.25, centred cosines, the watermark loss on intermediate layers, weight perturbation "
     "while embedding (rho 0.3 along the gradient, 1.0 random). The secret variant's margin is set higher by one "
-    "calibration null that pulls any noise towards the key (0.16), and lr 1e-2 removes it there."
+    "calibration null that pulls any noise towards the key (0.16), and lr 1e-2 removes it there. Not robust across "
+    "clean encoders: in the `quick` matrix (two other clean encoders, other calibration nulls, margins 0.34-0.36 "
+    "because two of those nulls pull noise 0.16-0.19 towards the key) fine-tuning at lr 1e-2 removed the mark in "
+    "2 of 2 seeds and lr 1e-3 in 1 of 2; on those encoders 20 embedding epochs kept it at lr 1e-3 in 2 of 2 and at "
+    "lr 1e-2 in 1 of 2, lambda_wm 100 in 0 of 2, eps 0.25 in 1 of 2 (docs/bench-quick)."
 )
 
 
