@@ -480,7 +480,7 @@ def bench_run(
     workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs for a local Ray instance.")] = 2,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
 ) -> None:
-    """Run the matrix scheme x attack x seed; a re-run skips every stored cell."""
+    """Run the matrix scheme x attack x seed (classifier and encoder schemes); a re-run skips stored cells."""
     from ownmark.bench.executors import make_executor
     from ownmark.bench.matrix import load_config, run_matrix
 
