@@ -52,17 +52,19 @@ def _rows(workdir: Path) -> dict[str, dict]:
 def test_presets_load_and_expand_sweeps() -> None:
     quick = load_config("quick")
     classifiers = {"fcw", "content", "noise", "unrelated", "ptynet"}
-    assert set(quick.schemes) == classifiers | {"awencoder", "awencoder-secret"} and quick.seeds == (0, 1)
-    assert quick.families() == ["classifier", "encoder"]
+    assert set(quick.schemes) == classifiers | {"awencoder", "awencoder-secret", "deepwm"} and quick.seeds == (0, 1)
+    assert quick.families() == ["classifier", "encoder", "image2image"]
     assert [c[1] for c in quick.cells() if c[1] in ("strip", "ft-target")] == ["ft-target"] * 2 + ["strip"] * 2
     # each family meets only the attacks that fit its models: no label-head fine-tuning of an encoder,
     # no encoder fine-tuning of a classifier; pruning and "none" reach both
     by_scheme = {s: {c[1].split()[0] for c in quick.cells() if c[0] == s} for s in quick.schemes}
     assert by_scheme["awencoder"] == by_scheme["awencoder-secret"] == {"none", "prune", "enc-finetune", "enc-ssl"}
+    assert by_scheme["deepwm"] == {"none", "surrogate", "output-noise", "output-jpeg"}
     assert {"prune", "ftal", "distill-probs"} <= by_scheme["fcw"] and not by_scheme["fcw"] & {"enc-finetune", "enc-ssl"}
     nulls = quick.null_names()
     assert sum(n.family == "classifier" for n in nulls) >= 21  # >= 20 independent models per scheme
     assert sum(n.family == "encoder" for n in nulls) >= 5 and {n.method for n in nulls} >= {"simclr", "moco", "byol"}
+    assert {n.arch for n in nulls if n.family == "image2image"} == {"encdec", "unet", "resnet-i2i"}
     labels = [label for label, _ in expand({"name": "prune", "sweep": {"amount": [0.1, 0.5]}})]
     assert labels == ["prune amount=0.1", "prune amount=0.5"]
     assert load_config("paper").dataset == "tv:CIFAR10"
@@ -87,7 +89,8 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {}}, ConfigError, "at least one scheme"),
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "strip"}]}, ConfigError, "injected models only"),
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "enc-ssl"}]}, ConfigError, "no scheme here marks one"),
-        ({"schemes": {"deepwm": {}}}, ConfigError, "i2i bench"),
+        ({"schemes": {"deepwm": {}}, "image2image": {"task": "paint"}}, UnknownNameError, "deblur"),
+        ({"schemes": {"deepwm": {}}, "image2image": {"nulls": [["unet", 1]]}}, ConfigError, "owner"),
         ({"schemes": {"awencoder": {}}, "encoder": {"calibration": [["conv4", "simclr", 1]]}}, ConfigError, ">= 5"),
         ({"schemes": {"awencoder": {}}, "encoder": {"nulls": [["conv4", "simclr", 1, "x"]]}}, ConfigError, "owner"),
         ({"schemes": {"awencoder": {}}, "encoder": {"dims": 3}}, ConfigError, "dims"),
@@ -225,6 +228,30 @@ def test_encoder_rows_run_in_the_matrix_with_probe_utility_and_calibrated_verdic
     assert (tmp_path / "models" / "calib-conv4-simclr-seed101.safetensors").is_file()  # the margin's nulls, kept
     text = write_report(tmp_path, tmp_path / "report")[0].read_text()
     assert "linear-probe accuracy" in text and "| awencoder | prune |" in text
+
+
+I2I_TINY = {
+    "name": "i2i-tiny",
+    "seeds": [0],
+    "schemes": {"deepwm": {"set": {"epochs": 8, "extractor_epochs": 4, "surrogate_epochs": 0, "w_adv": 0.0}}},
+    "attacks": [{"name": "none"}, {"name": "output-noise", "set": {"std": 0.02}}],
+    "image2image": {"epochs": 6, "nulls": [["conv3", 301, "attacker"]]},
+}
+
+
+@pytest.mark.slow
+def test_image_to_image_rows_run_in_the_matrix_with_ssim_utility(tmp_path: Path) -> None:
+    cfg = MatrixConfig.from_dict(I2I_TINY)
+    assert cfg.families() == ["image2image"] and [c[1] for c in cfg.cells()] == ["none", "output-noise"]
+    assert run_matrix(cfg, tmp_path, executor=make_executor("serial")) == 3
+    rows = _rows(tmp_path)
+    marked, noisy = rows["cell|deepwm|none|0"], rows["cell|deepwm|output-noise|0"]
+    assert marked["family"] == "image2image" and marked["owned"] and marked["p_value"] <= 1e-6
+    # utility is the SSIM of outputs against the ground truth: the mark costs little of it, noise more
+    assert 0.6 <= marked["acc_clean"] <= 1.0 and marked["acc_marked"] >= marked["acc_clean"] - 0.1
+    assert noisy["acc_attacked"] < marked["acc_marked"]
+    null = rows["null|i2i-conv3-seed301-attacker-data|deepwm|0"]
+    assert not null["owned"] and null["p_value"] > 0.01
 
 
 def test_report_needs_results(tmp_path: Path) -> None:

@@ -7,8 +7,13 @@ accuracy of frozen features (a linear classifier fitted on the attacker's labell
 on the test split), and their keys are calibrated on null encoders before the first verdict: the
 calibrated white-box test needs the margin tau, learnt from >= 5 independently pre-trained
 encoders (``calibration``), while the null rows use other encoders (``nulls``: other seeds, SSL
-methods, architectures, the attacker's data) that never set the margin. Image-to-image schemes
-have their own bench (``ownmark i2i bench``): their data, models and metrics are not the matrix's.
+methods, architectures, the attacker's data) that never set the margin. Image-to-image rows (deep
+output watermarking) run on the bundled photo-patch task of the ``image2image`` section (owner,
+attacker and test pairs of ``ownmark.data.image2image.load_task``): utility is the SSIM of the
+model's outputs against the ground truth on the test pairs, the attacks are surrogates and output
+perturbations, and the nulls are targets trained independently (other seeds, architectures, the
+attacker's pairs). ``ownmark i2i bench`` measures the same scheme in more depth (both forms,
+fidelity, latency, the strength sweep).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from torch import nn
 
 from ownmark.errors import ConfigError
 
-MATRIX_FAMILIES = ("classifier", "encoder")
+MATRIX_FAMILIES = ("classifier", "encoder", "image2image")
 ENCODER_DEFAULTS: dict[str, Any] = {
     "arch": "conv4",
     "dim": 128,
@@ -32,6 +37,13 @@ ENCODER_DEFAULTS: dict[str, Any] = {
     ],
 }  # fmt: skip
 ENCODER_KEYS = frozenset(ENCODER_DEFAULTS)
+I2I_DEFAULTS: dict[str, Any] = {
+    "task": "deblur",
+    "arch": "encdec",
+    "epochs": 10,  # the target's training epochs (the i2i bench's CPU preset)
+    "nulls": [["encdec", 301, "owner"], ["unet", 302, "owner"], ["resnet-i2i", 303, "attacker"]],
+}
+I2I_KEYS = frozenset(I2I_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,50 @@ def calibration_nulls(raw: dict[str, Any]) -> list[NullSpec]:
     return [NullSpec(f"calib-{a}-{m}-seed{s}", "encoder", a, s, "owner", m) for a, m, s in cfg["calibration"]]
 
 
+def i2i_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The matrix's ``image2image`` section over its defaults, checked."""
+    from ownmark.data.image2image import TASKS
+    from ownmark.models.image2image import I2I_MODELS
+
+    unknown = set(raw) - I2I_KEYS
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} under `image2image`; known: {sorted(I2I_KEYS)}")
+    out = {**I2I_DEFAULTS, **raw}
+    TASKS.get(out["task"])
+    I2I_MODELS.get(out["arch"])
+    for entry in out["nulls"]:
+        if len(entry) != 3 or entry[2] not in ("owner", "attacker"):
+            raise ConfigError(f"each `image2image.nulls` entry is [arch, seed, owner|attacker], got {entry!r}")
+        I2I_MODELS.get(entry[0])
+    return out
+
+
+def i2i_nulls(raw: dict[str, Any]) -> list[NullSpec]:
+    cfg = i2i_settings(raw)
+    return [NullSpec(f"i2i-{a}-seed{s}" + ("-attacker-data" if split == "attacker" else ""), "image2image", a, s,
+                     split) for a, s, split in cfg["nulls"]]  # fmt: skip
+
+
+def i2i_splits(raw: dict[str, Any], split_seed: int) -> Any:
+    """Owner / attacker / test pairs of the configured task."""
+    from ownmark.data.image2image import load_task
+
+    return load_task(i2i_settings(raw)["task"], split_seed=split_seed)
+
+
+def train_i2i(splits: Any, raw: dict[str, Any], arch: str, seed: int, split: str) -> nn.Module:
+    """An image-to-image model of ``arch`` trained on the owner's or the attacker's pairs."""
+    from ownmark.models import ModelSpec
+    from ownmark.train.image2image import I2ITrainConfig, fit_i2i, seeded
+
+    pairs = splits.owner if split == "owner" else splits.attacker
+    c, size = pairs.x.shape[1], pairs.x.shape[-1]
+    spec = ModelSpec(arch, c, pairs.y.shape[1], size, family="image2image")
+    model = seeded(spec.build, seed)
+    fit_i2i(model, pairs.x, pairs.y, I2ITrainConfig(epochs=int(i2i_settings(raw)["epochs"])), seed=seed)
+    return model.eval()
+
+
 def clean_name(family: str, seed: int) -> str:
     """Artefact name of a seed's clean model (classifiers keep the original name)."""
     return f"clean-seed{seed}" if family == "classifier" else f"clean-{family}-seed{seed}"
@@ -125,7 +181,13 @@ def train_encoder(ctx: Any, raw: dict[str, Any], arch: str, method: str, seed: i
 
 
 def utility(family: str, model: nn.Module, ctx: Any) -> float:
-    """Test accuracy (classifiers) or linear-probe accuracy of frozen features (encoders)."""
+    """Test accuracy (classifiers), linear-probe accuracy of frozen features (encoders), or the SSIM of
+    outputs against the ground truth on the test pairs (image-to-image)."""
+    if family == "image2image":
+        from ownmark.train.image2image import predict
+        from ownmark.verify.metrics import ssim
+
+        return ssim(predict(model, ctx.splits.test.x), ctx.splits.test.y)
     if family == "encoder":
         from ownmark.train.probe import linear_probe
 

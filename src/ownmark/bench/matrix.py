@@ -42,6 +42,8 @@ class MatrixConfig:
         nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null classifiers.
         encoder: settings of the encoder schemes' models (``bench.families.ENCODER_DEFAULTS``:
             arch, dim, ssl overrides, calibration nulls, null encoders).
+        image2image: the image-to-image schemes' task, target arch, epochs and null models
+            (``bench.families.I2I_DEFAULTS``).
     """
 
     name: str = "custom"
@@ -55,13 +57,20 @@ class MatrixConfig:
     attacks: tuple[AttackSpec, ...] = ()
     nulls: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)
+    image2image: dict[str, Any] = field(default_factory=dict)
     null_training: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"
     threads: int = 1
 
     def __post_init__(self) -> None:
         from ownmark.attacks import ATTACKS
-        from ownmark.bench.families import MATRIX_FAMILIES, attack_families, encoder_settings, scheme_family
+        from ownmark.bench.families import (
+            MATRIX_FAMILIES,
+            attack_families,
+            encoder_settings,
+            i2i_settings,
+            scheme_family,
+        )
 
         if not self.schemes:
             raise ConfigError("a bench config needs at least one scheme under `schemes`")
@@ -69,13 +78,12 @@ class MatrixConfig:
         for name in self.schemes:
             family = scheme_family(self.schemes, name)
             if family not in MATRIX_FAMILIES:
-                raise ConfigError(
-                    f"scheme {name!r} marks {family} models, which the matrix does not run; "
-                    f"use its own bench (`ownmark i2i bench` for image-to-image)"
-                )
+                raise ConfigError(f"scheme {name!r} marks {family} models, which the matrix does not run")
             families.add(family)
         if "encoder" in families:
             encoder_settings(self.encoder)
+        if "image2image" in families:
+            i2i_settings(self.image2image)
         for spec in self.attacks:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
@@ -136,7 +144,7 @@ class MatrixConfig:
 
     def null_names(self) -> list[NullSpec]:
         """Every null model: classifiers for classifier schemes, encoders for encoder schemes."""
-        from ownmark.bench.families import NullSpec, encoder_nulls
+        from ownmark.bench.families import NullSpec, encoder_nulls, i2i_nulls
 
         out: list[NullSpec] = []
         if "classifier" in self.families():
@@ -149,6 +157,8 @@ class MatrixConfig:
                 out.append(NullSpec(f"{archs[0]}-attacker-data", "classifier", archs[0], 10_007, "attacker"))
         if "encoder" in self.families():
             out += encoder_nulls(self.encoder)
+        if "image2image" in self.families():
+            out += i2i_nulls(self.image2image)
         return out
 
 

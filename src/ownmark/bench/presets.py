@@ -36,6 +36,10 @@ _ATTACKS: list[dict[str, Any]] = [
     # encoder schemes (AWEncoder): downstream fine-tuning at three rates and continued SSL, beside pruning
     {"name": "enc-finetune", "sweep": {"lr": [0.0001, 0.001, 0.01]}},
     {"name": "enc-ssl"},
+    # image-to-image schemes (deep output watermarking): surrogates of three architectures, output noise and JPEG
+    {"name": "surrogate", "sweep": {"arch": ["encdec", "resnet-i2i", "unet"]}},
+    {"name": "output-noise", "set": {"std": 0.02}},
+    {"name": "output-jpeg", "set": {"quality": 75}},
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 ENCODER_SCHEMES = {"awencoder": {}, "awencoder-secret": {"scheme": "awencoder", "preset": "secret"}}
@@ -46,7 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "mnist5k",
         "arch": "cnn2",
         "seeds": [0, 1],
-        "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, **ENCODER_SCHEMES},
+        "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, **ENCODER_SCHEMES, "deepwm": {}},
         "attacks": _ATTACKS,
         "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},  # 21 null models
         "null_training": {"epochs": 6},
@@ -76,8 +80,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "unrelated": {"preset": "paper"},
             "ptynet": {"preset": "paper"},
             "awencoder": {"preset": "paper"},
+            "deepwm": {"preset": "paper"},
         },
         "encoder": {"arch": "resnet-s", "ssl": {"epochs": 200, "batch_size": 256}},
+        "image2image": {"arch": "unet", "epochs": 100},
         "attacks": [
             *_ATTACKS[:8],
             {"name": "distill", "label": "distill-probs", "set": {"output": "probs", "epochs": 30, "budget": 15000}},

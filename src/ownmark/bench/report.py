@@ -204,6 +204,12 @@ def _intro(cells: list[Row], nulls: list[Row]) -> list[Block]:
             "classifier fitted on the attacker's labelled split, scored on the test split), and the verdict is the "
             "calibrated white-box test (the mean key effect against the margin set on independent encoders)."
         )
+    if any(r.get("family") == "image2image" for r in cells):
+        text += (
+            " For image-to-image schemes the accuracy is the SSIM (in percent) of the model's outputs against the "
+            "ground truth on the test pairs, and the verdict is the exact binomial test on the secret bits the "
+            "extractor reads from the suspect's outputs."
+        )
     if lost:
         text += f" In {lost} cells the marked model was not owned even before the attack; no removal is credited there."
     return [_Para(text)]

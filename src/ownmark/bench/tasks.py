@@ -33,10 +33,17 @@ def _paths(args: dict[str, Any]) -> Path:
     return Path(args["workdir"]) / "models"
 
 
-def _context(args: dict[str, Any]):
+def _context(args: dict[str, Any], family: str = "classifier"):
+    """The data a family's task works on: ``.splits`` with owner, attacker and test parts."""
     from ownmark.bench.experiment import Context
 
     cfg = args["config"]
+    if family == "image2image":
+        from types import SimpleNamespace
+
+        from ownmark.bench.families import i2i_splits
+
+        return SimpleNamespace(splits=i2i_splits(cfg["image2image"], cfg["split_seed"]))
     return Context.load(cfg["dataset"], cfg["split_seed"])
 
 
@@ -55,7 +62,7 @@ def _train_config(overrides: dict[str, Any]):
 
 def _clean(args: dict[str, Any]) -> list[Row]:
     from ownmark.bench.experiment import train_model
-    from ownmark.bench.families import clean_name, encoder_settings, train_encoder
+    from ownmark.bench.families import clean_name, encoder_settings, i2i_settings, train_encoder, train_i2i
     from ownmark.io import artefact_paths
     from ownmark.models import save_model
 
@@ -63,8 +70,11 @@ def _clean(args: dict[str, Any]) -> list[Row]:
     path = _paths(args) / clean_name(family, args["seed"])
     if artefact_paths(path)[1].is_file():
         return []
-    ctx, cfg = _context(args), args["config"]
-    if family == "encoder":
+    ctx, cfg = _context(args, family), args["config"]
+    if family == "image2image":
+        arch = i2i_settings(cfg["image2image"])["arch"]
+        model = train_i2i(ctx.splits, cfg["image2image"], arch, args["seed"], "owner")
+    elif family == "encoder":
         enc = encoder_settings(cfg["encoder"])
         method = enc["ssl"].get("method", "simclr")
         model = train_encoder(ctx, cfg["encoder"], enc["arch"], method, args["seed"], "owner", _engine(args))
@@ -78,9 +88,12 @@ def _clean(args: dict[str, Any]) -> list[Row]:
 def _null_model(args: dict[str, Any]):
     """The null model of ``args["null"]``: trained here, or loaded if a calibration task stored it."""
     from ownmark.bench.experiment import train_model
-    from ownmark.bench.families import NullSpec, train_encoder
+    from ownmark.bench.families import NullSpec, train_encoder, train_i2i
 
-    cfg, ctx, null = args["config"], _context(args), NullSpec(**args["null"])
+    cfg, null = args["config"], NullSpec(**args["null"])
+    ctx = _context(args, null.family)
+    if null.family == "image2image":
+        return train_i2i(ctx.splits, cfg["image2image"], null.arch, null.seed, null.split)
     if null.family == "encoder":
         return train_encoder(ctx, cfg["encoder"], null.arch, null.method, null.seed, null.split, _engine(args))
     data = ctx.splits.owner if null.split == "owner" else ctx.splits.attacker
@@ -113,7 +126,7 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     cls, family = scheme_class(cfg["schemes"], scheme), scheme_family(cfg["schemes"], scheme)
     config = resolve_config(cls, spec.get("preset"), spec.get("set", {}))
     clean, _ = load_model(_paths(args) / clean_name(family, seed))
-    ctx = _context(args)
+    ctx = _context(args, family)
     marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(args))
     if family == "encoder":  # the calibrated verdict needs the null margin before any detect
         nulls = {n.name: load_model(_paths(args) / n.name)[0] for n in calibration_nulls(cfg["encoder"])}
@@ -133,7 +146,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     scheme_name, seed, setting = args["scheme"], args["seed"], args["setting"]
     schemes, alpha = args["config"]["schemes"], args["config"]["alpha"]
     family = scheme_family(schemes, scheme_name)
-    ctx = _context(args)
+    ctx = _context(args, family)
     marked, _ = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
     key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
     clean, _ = load_model(_paths(args) / clean_name(family, seed))
