@@ -89,6 +89,7 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {}}, ConfigError, "at least one scheme"),
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "strip"}]}, ConfigError, "injected models only"),
         ({"schemes": {"fcw": {}}, "attacks": [{"name": "enc-ssl"}]}, ConfigError, "no scheme here marks one"),
+        ({"schemes": {"fcw": {}}, "attacks": [{"name": "prune", "families": ["encoders"]}]}, ConfigError, "encoders"),
         ({"schemes": {"deepwm": {}}, "image2image": {"task": "paint"}}, UnknownNameError, "deblur"),
         ({"schemes": {"deepwm": {}}, "image2image": {"nulls": [["unet", 1]]}}, ConfigError, "owner"),
         ({"schemes": {"awencoder": {}}, "encoder": {"calibration": [["conv4", "simclr", 1]]}}, ConfigError, ">= 5"),

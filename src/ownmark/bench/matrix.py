@@ -93,6 +93,11 @@ class MatrixConfig:
                     f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep, schemes, "
                     "families"
                 )
+            bad = set(spec.get("families", ())) - set(MATRIX_FAMILIES)
+            if bad:
+                raise ConfigError(
+                    f"attack {spec['name']!r} lists unknown families {sorted(bad)}; known: {', '.join(MATRIX_FAMILIES)}"
+                )
             if spec["name"] == "none":
                 continue
             applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
