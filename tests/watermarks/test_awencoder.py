@@ -150,6 +150,18 @@ def test_universal_perturbation_respects_eps_and_pulls_to_the_key(mnist_splits, 
     assert after > before + 0.02, (before, after)
 
 
+def test_key_candidates_keep_the_patch_noise_pulls_least(mnist_splits, mnist_encoder) -> None:
+    from ownmark.watermarks.awencoder_trigger import noise_attraction
+
+    keys = key_image("photo", (1, 28, 28), 0, candidates=16)
+    assert keys.shape == (16, 1, 28, 28) and torch.equal(keys[0], key_image("photo", (1, 28, 28), 0))
+    pull = noise_attraction(mnist_encoder, mnist_splits.test.x[:128], keys, 0.15, seed=0)
+    # measured: patches differ a lot in how far noise moves features towards them (-0.17 to 0.10 on
+    # the clean encoder), which is what key_candidates chooses on
+    assert pull.shape == (16,) and float(pull.max() - pull.min()) > 0.05, pull
+    assert torch.equal(pull, noise_attraction(mnist_encoder, mnist_splits.test.x[:128], keys, 0.15, seed=0))
+
+
 def test_secret_trigger_and_key_image_are_seeded() -> None:
     t = secret_trigger((1, 8, 8), 0.1, seed=3)
     assert torch.equal(t, secret_trigger((1, 8, 8), 0.1, seed=3))
@@ -180,7 +192,8 @@ def test_key_round_trips_and_detect_needs_a_calibrated_key(tmp_path, mnist_split
 @pytest.mark.parametrize(
     ("kw", "match"),
     [({"trigger": "patch"}, "trigger"), ({"eps": 0.0}, "eps"), ({"lambda_wm": 0.0}, "lambda_wm"),
-     ({"anchor": "moving"}, "anchor"), ({"key_image": "logo"}, "key_image"), ({"lambda_neg": -1.0}, "lambda_neg")],
+     ({"anchor": "moving"}, "anchor"), ({"key_image": "logo"}, "key_image"), ({"lambda_neg": -1.0}, "lambda_neg"),
+     ({"key_candidates": 0}, "key_candidates")],
 )  # fmt: skip
 def test_bad_configs(kw: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -38,16 +38,35 @@ def universal_perturbation(
     return delta.detach()
 
 
-def key_image(kind: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """The secret key image: a seeded photo patch converted to ``shape``, or uniform noise."""
+def key_image(kind: str, shape: tuple[int, ...], seed: int, candidates: int = 1) -> torch.Tensor:
+    """The secret key image: a seeded photo patch converted to ``shape`` (``candidates`` > 1: that
+    many seeded patches stacked, the first being the single key's), or uniform noise."""
     g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM))
     if kind == "noise":
         return torch.rand(shape, generator=g)
     from ownmark.data import load_dataset, to_image_shape
 
     photos = load_dataset("photos")
-    pick = int(torch.randint(len(photos), (1,), generator=g))
-    return to_image_shape(photos.x[pick : pick + 1], tuple(shape))[0]
+    picks = [int(torch.randint(len(photos), (1,), generator=g)) for _ in range(candidates)]
+    out = to_image_shape(photos.x[picks], tuple(shape))
+    return out[0] if candidates == 1 else out
+
+
+def noise_attraction(encoder: nn.Module, x: torch.Tensor, keys: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
+    """Per candidate key: how far random sign perturbations of norm ``eps`` move ``encoder``'s
+    features of ``x`` towards the key's (mean cosine gain over 3 seeded patterns)."""
+    g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM, 1))
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        k = F.normalize(encoder(keys), dim=1)
+        clean = F.normalize(encoder(x), dim=1) @ k.T
+        gains = []
+        for _ in range(3):
+            r = (torch.randint(0, 2, x.shape[1:], generator=g).float() * 2 - 1) * eps
+            gains.append((F.normalize(encoder((x + r).clamp(0, 1)), dim=1) @ k.T - clean).mean(0))
+    encoder.train(was_training)
+    return torch.stack(gains).mean(0)
 
 
 def secret_trigger(shape: tuple[int, ...], eps: float, seed: int) -> torch.Tensor:
