@@ -81,7 +81,10 @@ def _clean(args: dict[str, Any]) -> list[Row]:
     else:
         training = _train_config(cfg["clean"])
         model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=training)
-    save_model(path, model, info={"seed": args["seed"], "dataset": cfg["dataset"]})
+    from ownmark.bench.families import utility
+
+    info = {"seed": args["seed"], "dataset": cfg["dataset"], "utility": utility(family, model.eval(), ctx)}
+    save_model(path, model, info=info)
     return []
 
 
@@ -113,7 +116,7 @@ def _calib(args: dict[str, Any]) -> list[Row]:
 
 
 def _embed(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.families import calibration_nulls, clean_name, scheme_class, scheme_family
+    from ownmark.bench.families import calibration_nulls, clean_name, scheme_class, scheme_family, utility
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
     from ownmark.watermarks import resolve_config
@@ -131,7 +134,8 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     if family == "encoder":  # the calibrated verdict needs the null margin before any detect
         nulls = {n.name: load_model(_paths(args) / n.name)[0] for n in calibration_nulls(cfg["encoder"])}
         key = cls(config).calibrate(key, nulls, probe=(ctx.splits.attacker, ctx.splits.test))
-    save_model(path, marked, info={"scheme": scheme, "seed": seed})
+    info = {"scheme": scheme, "seed": seed, "utility": utility(family, marked.eval(), ctx)}
+    save_model(path, marked, info=info)
     save_key(path.with_name(path.name + "-key"), key)  # the key last: it marks the pair complete
     return []
 
@@ -147,9 +151,9 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     schemes, alpha = args["config"]["schemes"], args["config"]["alpha"]
     family = scheme_family(schemes, scheme_name)
     ctx = _context(args, family)
-    marked, _ = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
+    marked, marked_manifest = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
     key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-    clean, _ = load_model(_paths(args) / clean_name(family, seed))
+    clean, clean_manifest = load_model(_paths(args) / clean_name(family, seed))
     scheme = scheme_class(schemes, scheme_name)()
     attacked, cost = _attack(setting, marked, ctx, seed, _engine(args))
     before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
@@ -157,7 +161,8 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     row = {
         "scheme": scheme_name, "family": family, "attack": setting["name"], "attack_label": args["label"],
         "strength_param": setting["param"], "strength": setting["value"], "seed": seed, "alpha": alpha,
-        "acc_clean": utility(family, clean, ctx), "acc_marked": utility(family, marked, ctx),
+        "acc_clean": _stored_utility(clean_manifest, family, clean, ctx),
+        "acc_marked": _stored_utility(marked_manifest, family, marked, ctx),
         "acc_attacked": utility(family, attacked, ctx),
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
@@ -165,6 +170,15 @@ def _cell(args: dict[str, Any]) -> list[Row]:
         "cell_seconds": time.perf_counter() - start,
     }  # fmt: skip
     return [(_cell_id(args), "cell", row)]
+
+
+def _stored_utility(manifest: dict[str, Any], family: str, model, ctx) -> float:
+    """The utility measured when the artefact was saved (the same value), or measured now for
+    artefacts of older runs that did not store it."""
+    from ownmark.bench.families import utility
+
+    stored = manifest.get("info", {}).get("utility")
+    return float(stored) if stored is not None else utility(family, model, ctx)
 
 
 def _cell_id(args: dict[str, Any]) -> str:
