@@ -530,7 +530,7 @@ def bench_timings(
 @bench_app.command("encoders")
 def bench_encoders(
     preset: Annotated[
-        str, typer.Option(help="awencoder (this CPU, ~10 min) or awencoder-smoke (~1 min).")
+        str, typer.Option(help="awencoder (this CPU, ~15 min) or awencoder-smoke (~1 min).")
     ] = "awencoder",
     out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,

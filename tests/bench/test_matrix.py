@@ -95,6 +95,7 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {"awencoder": {}}, "encoder": {"calibration": [["conv4", "simclr", 1]]}}, ConfigError, ">= 5"),
         ({"schemes": {"awencoder": {}}, "encoder": {"nulls": [["conv4", "simclr", 1, "x"]]}}, ConfigError, "owner"),
         ({"schemes": {"awencoder": {}}, "encoder": {"dims": 3}}, ConfigError, "dims"),
+        ({"schemes": {"awencoder": {}}, "encoder": {"adapt_lrs": [0.0]}}, ConfigError, "adapt_lrs"),
     ],
 )
 def test_bad_configs_are_refused(raw: dict, error: type, match: str) -> None:
@@ -217,15 +218,17 @@ ENCODER_TINY = {
 def test_encoder_rows_run_in_the_matrix_with_probe_utility_and_calibrated_verdicts(tmp_path: Path) -> None:
     from ownmark.bench.report_cli import write_report
 
-    assert run_matrix(MatrixConfig.from_dict(ENCODER_TINY), tmp_path, executor=make_executor("serial")) == 3
+    # 2 cells, and the null encoder as pre-trained and fine-tuned at the two default adapt_lrs
+    assert run_matrix(MatrixConfig.from_dict(ENCODER_TINY), tmp_path, executor=make_executor("serial")) == 5
     rows = _rows(tmp_path)
     marked, pruned = rows["cell|awencoder|none|0"], rows["cell|awencoder|prune|0"]
     assert marked["family"] == "encoder" and marked["owned"] and marked["p_value"] <= 1e-6
     # utility is the linear probe of frozen features: far above chance (10%) and the mark costs little
     assert 0.75 <= marked["acc_clean"] <= 1.0 and abs(marked["acc_marked"] - marked["acc_clean"]) <= 0.05
     assert pruned["owned"] and 0.7 <= pruned["acc_attacked"] <= 1.0
-    null = rows["null|enc-conv4-simclr-seed201-attacker-data|awencoder|0"]
-    assert not null["owned"] and null["p_value"] > 0.01
+    for suffix in ("", "+finetuned-lr0.001", "+finetuned-lr0.01"):
+        null = rows[f"null|enc-conv4-simclr-seed201-attacker-data{suffix}|awencoder|0"]
+        assert not null["owned"] and null["p_value"] > 0.01, (suffix, null)
     assert (tmp_path / "models" / "calib-conv4-simclr-seed101.safetensors").is_file()  # the margin's nulls, kept
     text = write_report(tmp_path, tmp_path / "report")[0].read_text()
     assert "linear-probe accuracy" in text and "| awencoder | prune |" in text

@@ -30,3 +30,19 @@ def test_bad_encoder_specs() -> None:
         ModelSpec("conv4", 1, 0, 28, family="encoder").build()
     with pytest.raises(ConfigError, match="family"):
         ModelSpec("conv4", 1, 16, 28, family="decoder")
+
+
+def test_reestimate_batchnorm_sets_the_models_own_statistics() -> None:
+    from ownmark.models.encoder import reestimate_batchnorm
+
+    torch.manual_seed(0)
+    enc = ModelSpec("conv4", 1, 16, 12, family="encoder").build()
+    bn = enc[1]
+    bn.running_mean.fill_(5.0)  # stale statistics, as a marked encoder carries its clean one's
+    x = torch.rand(300, 1, 12, 12)
+    reestimate_batchnorm(enc, x, batch_size=100)
+    with torch.no_grad():
+        act = enc[0](x)  # the first conv's output is what the first batch norm normalises
+    # an exact average over the three batches, not a momentum-weighted one
+    assert torch.allclose(bn.running_mean, act.mean((0, 2, 3)), atol=1e-5)
+    assert not enc.training and bn.momentum == 0.1

@@ -35,6 +35,9 @@ ENCODER_DEFAULTS: dict[str, Any] = {
         ["conv4", "simclr", 201, "attacker"], ["conv4", "simclr", 202, "attacker"], ["conv4", "moco", 203, "attacker"],
         ["conv4", "byol", 204, "attacker"], ["resnet-s", "simclr", 205, "attacker"],
     ],
+    # every null encoder is also verified after downstream fine-tuning (enc-finetune, Adam) at these
+    # rates: a suspect met in the wild is adapted, and so must be the negative controls
+    "adapt_lrs": [0.001, 0.01],
 }  # fmt: skip
 ENCODER_KEYS = frozenset(ENCODER_DEFAULTS)
 I2I_DEFAULTS: dict[str, Any] = {
@@ -96,6 +99,8 @@ def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
     for entry in out["calibration"]:
         if len(entry) != 3:
             raise ConfigError(f"each `encoder.calibration` entry is [arch, SSL method, seed], got {entry!r}")
+    if not all(isinstance(lr, (int, float)) and lr > 0 for lr in out["adapt_lrs"]):
+        raise ConfigError(f"`encoder.adapt_lrs` is a list of positive learning rates, got {out['adapt_lrs']!r}")
     for entry in out["nulls"]:
         if len(entry) != 4 or entry[3] not in ("owner", "attacker"):
             raise ConfigError(f"each `encoder.nulls` entry is [arch, SSL method, seed, owner|attacker], got {entry!r}")

@@ -205,18 +205,29 @@ def _null(args: dict[str, Any]) -> list[Row]:
     from ownmark.verify import decide
 
     cfg, null = args["config"], args["null"]
-    model = _null_model(args)
+    models = {null["name"]: _null_model(args)}
+    if null["family"] == "encoder":  # adapted to the downstream task as a suspect would be
+        from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
+        from ownmark.bench.families import encoder_settings
+
+        ctx = _context(args, "encoder")
+        for lr in encoder_settings(cfg["encoder"])["adapt_lrs"]:
+            tune = EncoderFineTune(EncoderFineTuneConfig(lr=float(lr)))
+            models[f"{null['name']}+finetuned-lr{float(lr):g}"] = tune(
+                models[null["name"]], ctx.splits.attacker, seed=null["seed"]
+            )[0]
     rows = []
     for scheme_name in cfg["schemes"]:
         if scheme_family(cfg["schemes"], scheme_name) != null["family"]:
             continue
         for seed in cfg["seeds"]:
             key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-            ev = scheme_class(cfg["schemes"], scheme_name)().detect(model, key)
-            verdict = decide(ev, cfg["alpha"])
-            row = {
-                "scheme": scheme_name, "seed": seed, "model": null["name"], "k": ev.k, "n": ev.n, "p0": ev.p0,
-                "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg["alpha"],
-            }  # fmt: skip
-            rows.append((f"null|{null['name']}|{scheme_name}|{seed}", "null", row))
+            for name, model in models.items():
+                ev = scheme_class(cfg["schemes"], scheme_name)().detect(model, key)
+                verdict = decide(ev, cfg["alpha"])
+                row = {
+                    "scheme": scheme_name, "seed": seed, "model": name, "k": ev.k, "n": ev.n, "p0": ev.p0,
+                    "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg["alpha"],
+                }  # fmt: skip
+                rows.append((f"null|{name}|{scheme_name}|{seed}", "null", row))
     return rows

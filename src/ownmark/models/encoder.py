@@ -91,3 +91,24 @@ def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
         return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         encoder.train(was_training)
+
+
+def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Set every batch-norm layer's running statistics to ``model``'s own on images ``x`` (an
+    exact average over the batches, no gradients); the model is left in eval mode. This is what
+    any user who trains the model on such data ends up with, whatever statistics it carried."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size].to(device))
+    for m, momentum in zip(layers, saved, strict=True):
+        m.momentum = momentum
+    model.eval()

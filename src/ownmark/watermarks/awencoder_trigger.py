@@ -52,6 +52,19 @@ def key_image(kind: str, shape: tuple[int, ...], seed: int, candidates: int = 1)
     return out[0] if candidates == 1 else out
 
 
+def match_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Each image's pixels (per channel) remapped by rank onto the pixel distribution of
+    ``reference`` (N, C, H, W): the same picture, with the data's brightness and contrast."""
+    out = torch.empty_like(images)
+    for c in range(images.shape[1]):
+        ref = reference[:, c].flatten().sort().values
+        for i in range(len(images)):
+            flat = images[i, c].flatten()
+            ranks = flat.argsort().argsort().float() / max(len(flat) - 1, 1)
+            out[i, c] = ref[(ranks * (len(ref) - 1)).round().long()].view_as(images[i, c])
+    return out
+
+
 def noise_attraction(encoder: nn.Module, x: torch.Tensor, keys: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     """Per candidate key: how far random sign perturbations of norm ``eps`` move ``encoder``'s
     features of ``x`` towards the key's (mean cosine gain over 3 seeded patterns)."""
