@@ -139,6 +139,8 @@ def test_fine_tuning_at_lr_1e_2_is_retraining(mnist_splits, mnist_encoder) -> No
     result owes nothing measurable to the owner's encoder (the bench shows the mark is lost there)."""
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     scratch = ModelSpec("conv4", 1, 128, 28, family="encoder").build()
     tuned, _ = EncoderFineTune(EncoderFineTuneConfig(epochs=3, lr=1e-2))(scratch, mnist_splits.attacker, seed=0)
@@ -147,6 +149,7 @@ def test_fine_tuning_at_lr_1e_2_is_retraining(mnist_splits, mnist_encoder) -> No
     assert linear_probe(tuned, *probe).accuracy >= clean_acc - 0.03
     # at lr 1e-3 it does not: there the pre-trained encoder is what the attacker gains from
     tuned, _ = EncoderFineTune(EncoderFineTuneConfig(epochs=3, lr=1e-3))(scratch, mnist_splits.attacker, seed=0)
+    torch.set_num_threads(threads)
     assert linear_probe(tuned, *probe).accuracy < clean_acc - 0.03
 
 
