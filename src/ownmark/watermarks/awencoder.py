@@ -16,8 +16,8 @@ too and a paired test (with vs without delta) flags them all; it is reported, no
 verdict is calibrated: ``calibrate`` measures the effect on >= 5 independently trained (null)
 encoders, as pre-trained and fine-tuned on a downstream task, and sets the margin tau = the
 largest null mean (pre-trained or fine-tuned) + 3 sd of the pre-trained nulls' means; the test is
-a one-sided t-test of mean(e_i) > tau. Black-box, through a downstream classifier built on the suspect, the
-statistic is the share of images (not already given the key image's label) that delta flips to the
+a one-sided t-test of mean(e_i) > tau. Black-box, through a downstream classifier built on the
+suspect, the statistic is the share of images (not already given the key image's label) that delta flips to the
 key image's label, tested by the exact binomial test against a p0 calibrated on downstream
 classifiers of the null encoders.
 
@@ -428,7 +428,8 @@ def _presets() -> dict[str, Preset]:
             "Zhang et al. 2023 (CIFAR-scale settings; GPU); loss weights ownmark's",
         ),
         "secret": Preset(AWEncoderConfig(trigger="secret"), "ownmark's variant: a secret random sign trigger"),
-        "light": Preset(AWEncoderConfig(epochs=5, lambda_wm=1.0, lambda_fid=1.0, lambda_neg=0.0, freeze_bn=False),
+        "light": Preset(AWEncoderConfig(epochs=5, lambda_wm=1.0, lambda_fid=1.0, lambda_neg=0.0, freeze_bn=False,
+                                        key_image="photo", key_candidates=1),
                         "the first CPU setting measured (weaker after fine-tuning; see BENCHMARKS.md)"),
     }  # fmt: skip
 
