@@ -97,6 +97,19 @@ class EncoderFineTune:
         return encoder.eval(), cost
 
 
+def finetuned_variants(
+    name: str, encoder: nn.Module, data: ImageSet, lrs: tuple[float, ...] | list[float], *, seed: int
+) -> dict[str, nn.Module]:
+    """``encoder`` fine-tuned downstream on ``data`` (``enc-finetune``, Adam, 3 epochs) at each rate in
+    ``lrs``, named ``{name}+finetuned-lr{lr:g}``: negative controls adapted as a suspect would be."""
+    return {
+        f"{name}+finetuned-lr{float(lr):g}": EncoderFineTune(EncoderFineTuneConfig(lr=float(lr)))(
+            encoder, data, seed=seed
+        )[0]
+        for lr in lrs
+    }
+
+
 @dataclass(frozen=True)
 class EncoderSSLConfig:
     """Continued contrastive training on the attacker's unlabelled data."""

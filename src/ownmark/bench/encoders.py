@@ -95,6 +95,10 @@ def _digits(shape: tuple[int, ...]) -> tuple[ImageSet, ImageSet]:
     return parts.owner, parts.test
 
 
+def _label(attack: str, params: dict[str, Any]) -> str:
+    return attack + "".join(f" {k}={v}" for k, v in params.items())
+
+
 def _verify(scheme: AWEncoder, key: Any, encoder: nn.Module, probe: tuple[ImageSet, ImageSet], alpha: float) -> dict:
     """White-box and black-box verdicts on ``encoder`` and its probe accuracy."""
     res = linear_probe(encoder, *probe, seed=0)
@@ -143,10 +147,10 @@ def run_encoder_bench(
     scratch = {}
     for attack, params in config.attacks:
         if attack == "enc-finetune":
-            cls, label = ATTACKS.get(attack), attack + "".join(f" {k}={v}" for k, v in params.items())
+            cls = ATTACKS.get(attack)
             torch.manual_seed(config.seed)
             tuned, _ = cls(cls.config_class(**params))(spec.build(), splits.attacker, seed=config.seed)
-            scratch[label] = linear_probe(tuned, *probe, seed=0).accuracy
+            scratch[_label(attack, params)] = linear_probe(tuned, *probe, seed=0).accuracy
     results: dict[str, Any] = {
         "config": {"name": config.name, "dataset": config.dataset, "arch": config.arch, "dim": config.dim,
                    "ssl": asdict(config.ssl), "mark": asdict(config.mark), "alpha": config.alpha},
@@ -168,7 +172,7 @@ def run_encoder_bench(
         for name, enc in heldout.items():
             rows[f"null:{name}"] = _verify(scheme, key, enc, probe, config.alpha)
         for attack, params in config.attacks:
-            label = attack + "".join(f" {k}={v}" for k, v in params.items())
+            label = _label(attack, params)
             say(f"{trigger}: attack {label}")
             cls = ATTACKS.get(attack)
             attacked, cost = cls(cls.config_class(**params))(marked, splits.attacker, seed=config.seed)
@@ -264,8 +268,8 @@ def finetune_curve(results: dict[str, Any]) -> list[str]:
             r = part["rows"].get(f"attack:{label}")
             cells.append("n/a" if r is None else f"{100 * r['probe']:.1f}%, {r['effect']:.3f} / {part['tau']:.3f}, "
                          f"{_fmt_p(r['p_white'])} {'OWNED' if r['owned_white'] else 'not verified'}")  # fmt: skip
-        own = scratch[label] >= clean - 0.03
-        lines.append(f"| {label} | {100 * scratch[label]:.1f}%{' (retraining)' if own else ''} | {' | '.join(cells)} |")
+        retraining = " (retraining)" if scratch[label] >= clean - 0.03 else ""
+        lines.append(f"| {label} | {100 * scratch[label]:.1f}%{retraining} | {' | '.join(cells)} |")
     return lines
 
 
@@ -375,11 +379,12 @@ def benchmarks_section(results: dict[str, Any]) -> str:
     lines.append("")
     for trig, part in results["triggers"].items():
         clean = results["clean"]["probe"]
-        removed = [f"{n.removeprefix('attack:')} (probe {100 * r['probe']:.1f}%)" for n, r in part["rows"].items()
-                   if n.startswith("attack:") and not r["owned_white"]]  # fmt: skip
-        within = [n for n in removed if float(n.rsplit("probe ", 1)[1].rstrip("%)")) >= 100 * clean - 3]
-        retrain = [n for n in removed if results.get("scratch", {}).get(n.split(" (probe")[0], 0.0) >= clean - 0.03]
-        if removed:
+        lost = {n.removeprefix("attack:"): r["probe"] for n, r in part["rows"].items()
+                if n.startswith("attack:") and not r["owned_white"]}  # fmt: skip
+        within = [label for label, acc in lost.items() if acc >= clean - 0.03]
+        retrain = [label for label in within if results.get("scratch", {}).get(label, 0.0) >= clean - 0.03]
+        if lost:
+            removed = [f"{label} (probe {100 * acc:.1f}%)" for label, acc in lost.items()]
             lines.append(
                 f"- {trig}: white-box verdict lost after {', '.join(removed)}; "
                 f"{len(within)} of them keep the probe within 3 points of the clean encoder's, {len(retrain)} of "

@@ -36,7 +36,8 @@ ENCODER_DEFAULTS: dict[str, Any] = {
         ["conv4", "byol", 204, "attacker"], ["resnet-s", "simclr", 205, "attacker"],
     ],
     # every null encoder is also verified after downstream fine-tuning (enc-finetune, Adam) at these
-    # rates: a suspect met in the wild is adapted, and so must be the negative controls
+    # rates, and keys are calibrated on their calibration nulls so adapted: a suspect met in the wild
+    # is adapted, and so must be the negative controls
     "adapt_lrs": [0.001, 0.01],
 }  # fmt: skip
 ENCODER_KEYS = frozenset(ENCODER_DEFAULTS)

@@ -116,7 +116,14 @@ def _calib(args: dict[str, Any]) -> list[Row]:
 
 
 def _embed(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.families import calibration_nulls, clean_name, scheme_class, scheme_family, utility
+    from ownmark.bench.families import (
+        calibration_nulls,
+        clean_name,
+        encoder_settings,
+        scheme_class,
+        scheme_family,
+        utility,
+    )
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
     from ownmark.watermarks import resolve_config
@@ -133,7 +140,8 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(args))
     if family == "encoder":  # the calibrated verdict needs the null margin before any detect
         nulls = {n.name: load_model(_paths(args) / n.name)[0] for n in calibration_nulls(cfg["encoder"])}
-        key = cls(config).calibrate(key, nulls, probe=(ctx.splits.attacker, ctx.splits.test))
+        lrs = tuple(encoder_settings(cfg["encoder"])["adapt_lrs"])  # the null rows' rates set the margin too
+        key = cls(config).calibrate(key, nulls, probe=(ctx.splits.attacker, ctx.splits.test), adapt_lrs=lrs)
     info = {"scheme": scheme, "seed": seed, "utility": utility(family, marked.eval(), ctx)}
     save_model(path, marked, info=info)
     save_key(path.with_name(path.name + "-key"), key)  # the key last: it marks the pair complete
@@ -207,15 +215,11 @@ def _null(args: dict[str, Any]) -> list[Row]:
     cfg, null = args["config"], args["null"]
     models = {null["name"]: _null_model(args)}
     if null["family"] == "encoder":  # adapted to the downstream task as a suspect would be
-        from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
+        from ownmark.attacks.encoder_attacks import finetuned_variants
         from ownmark.bench.families import encoder_settings
 
-        ctx = _context(args, "encoder")
-        for lr in encoder_settings(cfg["encoder"])["adapt_lrs"]:
-            tune = EncoderFineTune(EncoderFineTuneConfig(lr=float(lr)))
-            models[f"{null['name']}+finetuned-lr{float(lr):g}"] = tune(
-                models[null["name"]], ctx.splits.attacker, seed=null["seed"]
-            )[0]
+        lrs, data = encoder_settings(cfg["encoder"])["adapt_lrs"], _context(args, "encoder").splits.attacker
+        models |= finetuned_variants(null["name"], models[null["name"]], data, lrs, seed=null["seed"])
     rows = []
     for scheme_name in cfg["schemes"]:
         if scheme_family(cfg["schemes"], scheme_name) != null["family"]:

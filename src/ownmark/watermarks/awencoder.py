@@ -50,10 +50,9 @@ from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.train.ssl import SSLConfig, SSLModel, augmenter, ssl_model, two_views
 from ownmark.verify.encoder import key_effects, majority_moves
 from ownmark.verify.tests import binomial_pvalue, margin_ttest, paired_wilcoxon, upper_bound
-from ownmark.watermarks.awencoder_trigger import (
-    key_image,
-    match_histogram,
-    noise_attraction,
+from ownmark.watermarks.awencoder_trigger import (  # key_image: re-exported beside the other trigger parts
+    choose_key,
+    key_image,  # noqa: F401
     secret_trigger,
     universal_perturbation,
 )
@@ -236,13 +235,9 @@ class AWEncoder:
         order = torch.randperm(len(data), generator=g)
         verify, train = data.x[order[: cfg.n_verify]], data.subset(order[cfg.n_verify :])
         clean = copy.deepcopy(model).eval()
-        x_key = key_image(cfg.key_image, data.shape, seed)
-        if cfg.key_image != "noise":
-            keys = key_image("photo", data.shape, seed, cfg.key_candidates).reshape(-1, *data.shape)
-            if cfg.key_image == "matched":
-                keys = match_histogram(keys, train.x[:256])
-            # of several candidates, the one noise pulls the clean encoder towards least
-            x_key = keys[int(noise_attraction(clean, train.x[:256], keys, cfg.eps, seed).argmin())]
+        x_key = choose_key(
+            cfg.key_image, clean, train.x[:256], data.shape, seed, candidates=cfg.key_candidates, eps=cfg.eps
+        )
         if cfg.trigger == "adversarial":
             delta = universal_perturbation(
                 clean, train.x, x_key, eps=cfg.eps, steps=cfg.pgd_steps, step=cfg.pgd_step, seed=seed
@@ -314,23 +309,21 @@ class AWEncoder:
         """
         if len(null_encoders) < 5:
             raise ConfigError(f"calibration needs at least 5 null encoders, got {len(null_encoders)}")
-        groups = {"pre-trained": {name: float(effects(enc, key)[2].mean()) for name, enc in null_encoders.items()}}
+        pre = {name: float(effects(enc, key)[2].mean()) for name, enc in null_encoders.items()}
+        means = dict(pre)
         if probe is not None:
-            from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
+            from ownmark.attacks.encoder_attacks import finetuned_variants
 
-            for lr in adapt_lrs:
-                tune = EncoderFineTune(EncoderFineTuneConfig(lr=lr))
-                group = groups.setdefault(f"finetuned-lr{lr:g}", {})
-                for i, (name, enc) in enumerate(null_encoders.items()):
-                    group[f"{name}+finetuned-lr{lr:g}"] = float(effects(tune(enc, probe[0], seed=i)[0], key)[2].mean())
+            for i, (name, enc) in enumerate(null_encoders.items()):
+                for adapted, tuned in finetuned_variants(name, enc, probe[0], adapt_lrs, seed=i).items():
+                    means[adapted] = float(effects(tuned, key)[2].mean())
         # the max over every null, pre-trained or adapted, plus 3 sd of the pre-trained ones: adaptation
         # can shift an encoder's effect (it must not pass the margin), while the spread between
         # independently pre-trained encoders is what the sd measures (fine-tuning mostly spreads
         # effects downwards, away from the key: counting that as spread would only widen the margin)
-        pre = torch.tensor(list(groups["pre-trained"].values()))
-        means = {name: v for group in groups.values() for name, v in group.items()}
-        tau = float(max(means.values()) + NULL_SD_FACTOR * pre.std())
-        meta = dict(key.meta, tau=tau, null_effects=means, null_sd=float(pre.std()))
+        null_sd = float(torch.tensor(list(pre.values())).std())
+        tau = max(means.values()) + NULL_SD_FACTOR * null_sd
+        meta = dict(key.meta, tau=tau, null_effects=means, null_sd=null_sd)
         if probe is not None:
             from ownmark.train.probe import linear_probe
 

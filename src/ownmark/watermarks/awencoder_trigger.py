@@ -82,6 +82,20 @@ def noise_attraction(encoder: nn.Module, x: torch.Tensor, keys: torch.Tensor, ep
     return torch.stack(gains).mean(0)
 
 
+def choose_key(
+    kind: str, encoder: nn.Module, x: torch.Tensor, shape: tuple[int, ...], seed: int, *, candidates: int, eps: float
+) -> torch.Tensor:
+    """The key image of ``kind`` (``noise``, ``photo`` or ``matched``: a photo patch remapped onto the
+    pixel distribution of ``x``); of ``candidates`` photo patches, the one random perturbations of
+    norm ``eps`` pull ``encoder``'s features of ``x`` towards least."""
+    if kind == "noise":
+        return key_image("noise", shape, seed)
+    keys = key_image("photo", shape, seed, candidates).reshape(-1, *shape)
+    if kind == "matched":
+        keys = match_histogram(keys, x)
+    return keys[0] if len(keys) == 1 else keys[int(noise_attraction(encoder, x, keys, eps, seed).argmin())]
+
+
 def secret_trigger(shape: tuple[int, ...], eps: float, seed: int) -> torch.Tensor:
     """ownmark's variant: a secret random sign pattern of L-inf norm ``eps``."""
     g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
