@@ -16,6 +16,7 @@ from ownmark.io import (
     save_checkpoint,
     save_json,
     save_key,
+    key_digest,
     tensor_digest,
 )
 from ownmark.models import MODELS, ModelSpec, load_model, save_model
@@ -54,7 +55,7 @@ def test_key_round_trip_is_bit_identical(tmp_path: Path) -> None:
     assert set(loaded.tensors) == set(key.tensors)
     for name, t in key.tensors.items():
         assert loaded.tensors[name].dtype == t.dtype and torch.equal(loaded.tensors[name], t), name
-    assert digest == tensor_digest(key.tensors) == tensor_digest(loaded.tensors)
+    assert digest == key_digest(key) == key_digest(loaded)
     manifest = json.loads((tmp_path / "key.json").read_text())
     assert manifest["kind"] == "key" and manifest["sha256"] == digest
 
@@ -239,3 +240,30 @@ def test_load_checkpoint_refuses_pickled_objects(tmp_path: Path) -> None:
 def test_load_checkpoint_missing(tmp_path: Path) -> None:
     with pytest.raises(MissingFileError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "none.pt")
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [("meta", lambda m: m.update(num_classes=1000)), ("config", lambda c: c.update(n_verify=1)),
+     ("scheme", None)],
+)  # fmt: skip
+def test_an_edited_key_manifest_is_refused_with_one_line(tmp_path: Path, field: str, edit) -> None:
+    """The commitment covers everything that decides a verdict: p0 = 1/K comes from meta.num_classes."""
+    save_key(tmp_path / "key", make_key())
+    manifest = json.loads((tmp_path / "key.json").read_text())
+    if edit is None:
+        manifest[field] = "content"
+    else:
+        edit(manifest[field])
+    (tmp_path / "key.json").write_text(json.dumps(manifest))
+    assert "commitment" in error_message(lambda: load_key(tmp_path / "key"))
+
+
+def test_a_key_whose_digest_covers_only_tensors_is_refused(tmp_path: Path) -> None:
+    key = make_key()
+    save_key(tmp_path / "key", key)
+    manifest = json.loads((tmp_path / "key.json").read_text())
+    del manifest["digest_covers"]
+    manifest["sha256"] = tensor_digest(key.tensors)  # what ownmark 0.1 wrote
+    (tmp_path / "key.json").write_text(json.dumps(manifest))
+    assert "older ownmark" in error_message(lambda: load_key(tmp_path / "key"))

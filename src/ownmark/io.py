@@ -2,8 +2,10 @@
 
 Tensors go to ``NAME.safetensors``, facts to ``NAME.json`` beside it. The manifest records the
 kind of artefact, its config, library versions and a SHA-256 digest of the tensors (names,
-dtypes, shapes and bytes in name order), so a tampered or swapped file is refused on load. The
-digest of a key is a commitment an owner can publish at embedding time. Every write goes to a
+dtypes, shapes and bytes in name order), so a tampered or swapped file is refused on load. A key's
+digest also covers its scheme, config and meta (everything that decides a verdict: the number of
+classes, null rates, margins), so it is a commitment an owner can publish at embedding time: an edit
+of any byte that could change a verdict is refused on load. Every write goes to a
 temporary file in the same folder and is renamed into place, so a crash never leaves half a file.
 Nothing is unpickled: tensors load through safetensors, checkpoints through
 ``torch.load(weights_only=True)``.
@@ -16,7 +18,7 @@ import json
 import os
 import platform
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,42 @@ def tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per JSON value: sorted keys, no spaces, tuples as lists (stable across a save/load)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable, allow_nan=True).encode("utf-8")
+
+
+def bound_digest(tensors: Mapping[str, torch.Tensor], bound: Mapping[str, Any] | None) -> str:
+    """SHA-256 over the tensors' digest and the canonical JSON of ``bound`` (None: the tensors alone).
+
+    Example:
+        >>> t = {"x": torch.zeros(2)}
+        >>> bound_digest(t, {"meta": {"num_classes": 10}}) != bound_digest(t, {"meta": {"num_classes": 1000}})
+        True
+    """
+    base = tensor_digest(tensors)
+    if bound is None:
+        return base
+    return hashlib.sha256(b"ownmark-bound-digest-v2\n" + base.encode() + b"\n" + canonical_json(dict(bound))).hexdigest()
+
+
+def key_digest(key: Key) -> str:
+    """The commitment of a key: its tensors, scheme, config and meta.
+
+    Example:
+        >>> k = Key("fcw", {"n": 1}, {"x": torch.zeros(2)}, {"num_classes": 10})
+        >>> key_digest(k) == key_digest(Key("fcw", {"n": 1}, {"x": torch.zeros(2)}, {"num_classes": 10}))
+        True
+        >>> key_digest(k) == key_digest(Key("fcw", {"n": 1}, {"x": torch.zeros(2)}, {"num_classes": 1000}))
+        False
+    """
+    return bound_digest(key.tensors, _key_bound(key.scheme, key.config, key.meta))
+
+
+def _key_bound(scheme: Any, config: Any, meta: Any) -> dict[str, Any]:
+    return {"scheme": scheme, "config": config, "meta": meta}
+
+
 def versions() -> dict[str, str]:
     """Versions of the libraries an artefact depends on."""
     from ownmark import __version__
@@ -105,23 +143,32 @@ def artefact_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], kind: str, info: Mapping[str, Any]) -> str:
+def save_tensors(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], kind: str, info: Mapping[str, Any],
+    *, bound: Mapping[str, Any] | None = None,
+) -> str:  # fmt: skip
     """Save ``tensors`` and a manifest of ``kind`` with ``info``; return the digest.
 
-    The tensors file is written first and the manifest last, so a manifest on disk always
-    names a complete tensors file.
+    The digest covers the tensors and, when given, the JSON values in ``bound`` (which must also be
+    in ``info``), so editing them in the manifest is refused on load. The tensors file is written
+    first and the manifest last, so a manifest on disk always names a complete tensors file.
     """
     st_path, js_path = artefact_paths(path)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    digest = tensor_digest(clean)
+    digest = bound_digest(clean, bound)
     atomic_write_bytes(st_path, st_save(clean))
     manifest = {"format": FORMAT_VERSION, "kind": kind, "sha256": digest, "versions": versions(), **info}
     save_json(js_path, manifest)
     return digest
 
 
-def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load tensors and manifest saved by :func:`save_tensors`, checking kind and digest."""
+def load_tensors(
+    path: str | Path, kind: str, *, bound: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load tensors and manifest saved by :func:`save_tensors`, checking kind and digest.
+
+    ``bound`` picks, from the manifest, the values the digest was bound to at saving.
+    """
     st_path, js_path = artefact_paths(path)
     for p in (st_path, js_path):
         if not p.is_file():
@@ -139,7 +186,18 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
         raise IntegrityError(
             f"{st_path} is corrupt or truncated ({str(err).splitlines()[0]}); restore it from a backup"
         ) from None
-    if tensor_digest(tensors) != manifest["sha256"]:
+    if bound is not None:
+        if manifest.get("digest_covers") != "tensors+scheme+config+meta":
+            raise IntegrityError(
+                f"{js_path} was saved by an older ownmark whose digest covers the tensors only; its config and meta "
+                "could have been edited unseen: embed again to get a key whose commitment covers every byte"
+            )
+        if bound_digest(tensors, bound(manifest)) != manifest["sha256"]:
+            raise IntegrityError(
+                f"{st_path} and its manifest do not match their SHA-256 digest (the key's commitment): the tensors, "
+                "scheme, config or meta were changed after saving; restore the key as saved at embedding"
+            )
+    elif tensor_digest(tensors) != manifest["sha256"]:
         raise IntegrityError(
             f"{st_path} does not match the SHA-256 digest in its manifest: the file was changed after saving"
         )
@@ -147,13 +205,17 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
 
 
 def save_key(path: str | Path, key: Key) -> str:
-    """Save a watermark key; return its digest (a commitment the owner can publish)."""
-    return save_tensors(path, key.tensors, "key", {"scheme": key.scheme, "config": key.config, "meta": key.meta})
+    """Save a watermark key; return its digest (a commitment to tensors, scheme, config and meta)."""
+    bound = _key_bound(key.scheme, key.config, key.meta)
+    info = {**bound, "digest_covers": "tensors+scheme+config+meta"}
+    return save_tensors(path, key.tensors, "key", info, bound=bound)
 
 
 def load_key(path: str | Path) -> Key:
-    """Load a key saved by :func:`save_key`, refusing tampered or truncated files."""
-    tensors, manifest = load_tensors(path, "key")
+    """Load a key saved by :func:`save_key`, refusing tampered, truncated or edited files."""
+    tensors, manifest = load_tensors(
+        path, "key", bound=lambda m: _key_bound(m.get("scheme"), m.get("config", {}), m.get("meta", {}))
+    )
     return Key(manifest["scheme"], manifest.get("config", {}), tensors, manifest.get("meta", {}))
 
 
