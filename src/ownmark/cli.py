@@ -34,7 +34,10 @@ Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a settin
 Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
 Devices = Annotated[int, typer.Option(help="Devices per node.")]
 Nodes = Annotated[int, typer.Option("--num-nodes", help="Number of nodes.")]
-TargetUrl = Annotated[str | None, typer.Option(help="A served model, http://HOST:PORT[/v1/models/NAME].")]
+TargetUrl = Annotated[
+    str | None,
+    typer.Option(help="A served model: http://HOST:PORT, or http://HOST:PORT/v1/models/NAME for one of several."),
+]
 Token = Annotated[str | None, typer.Option(help="API token for --target-url.", envvar="OWNMARK_TOKEN")]
 
 
@@ -305,7 +308,9 @@ def verify(
     model: Annotated[list[Path] | None, typer.Option(help="Suspect model(s) (repeatable).")] = None,
     target_url: TargetUrl = None,
     token: Token = None,
-    calibration: Annotated[Path | None, typer.Option(help="Use p0 from `ownmark calibrate` instead of 1/K.")] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Binomial keys: p0 from `ownmark calibrate` on this key (never below 1/K).")
+    ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
     sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
     transform: Annotated[
@@ -315,38 +320,79 @@ def verify(
     blackbox: Annotated[
         bool, typer.Option(help="Encoder keys: the suspect is a downstream classifier (default: an encoder).")
     ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON verdict record per suspect (JSON Lines), no table.")
+    ] = False,
+    record: Annotated[
+        Path | None, typer.Option(help="Also write the verdict records (JSON Lines) to this file, atomically.")
+    ] = None,
 ) -> None:
-    """Verify suspect models against a key and print verdicts with p-values."""
-    from ownmark.io import load_key
+    """Verify suspect models against a key and print verdicts with p-values.
+
+    Exit codes: 0 when every suspect got a verdict (OWNED or not: read the decision), 1 on an ownmark
+    error (bad key, model, calibration or option; one line on stderr), 2 on a usage error.
+    """
+    import dataclasses
+
+    from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.models import load_model
     from ownmark.verify import Calibration, check_alpha, decide
+    from ownmark.verify.record import file_digest, to_json_line, verdict_record, write_records
     from ownmark.watermarks import WATERMARKS
 
     check_alpha(alpha)
     k = load_key(key)
+    key_digest = load_json(artefact_paths(key)[1])["sha256"]
     scheme = WATERMARKS.get(k.scheme)()
-    p0 = Calibration.load(calibration).p0 if calibration else None
+    cal = cal_info = None
+    if calibration:
+        cal = Calibration.load(calibration)
+        cal.check_key(key_digest)
+        cal_info = {"path": str(calibration), "sha256": file_digest(calibration), "p0": cal.p0}
     wrap = _transform(transform, _sets(sets))
     if not model and not target_url:
         raise ConfigError("name the suspects: --model PATH (repeatable) and/or --target-url URL")
+    if sequential:
+        _check_sequential(scheme, k)
     if target_url and transform:
         raise ConfigError("--transform wraps a model's weights; a served suspect is verified as it answers")
-    rows = []
+    rows, records = [], []
     for path in [*(model or []), *([target_url] if target_url else [])]:
-        suspect = wrap(load_model(path)[0]) if isinstance(path, Path) else _remote(path, token)
+        digest = None
+        if isinstance(path, Path):
+            loaded, manifest = load_model(path)
+            suspect, digest = wrap(loaded), manifest["sha256"]
+        else:
+            suspect = _remote(path, token)
+        details: dict[str, Any] = {}
         if scheme.family == "encoder":
             from ownmark.cli_encoder import verify_suspect
 
-            verdict = decide(verify_suspect(scheme, k, suspect, blackbox=blackbox), alpha)
+            evidence = verify_suspect(scheme, k, suspect, blackbox=blackbox)
         elif sequential:
-            verdict = _sequential(suspect, k, p0, alpha)
+            evidence = None
+            verdict = _sequential(scheme, suspect, k, cal.p0_for("binomial") if cal else None, alpha)
         else:
-            verdict = decide(scheme.detect(suspect, k, p0=p0), alpha)
+            evidence = scheme.detect(suspect, k)
+        if evidence is not None:
+            if cal is not None:
+                evidence = dataclasses.replace(evidence, p0=cal.p0_for(evidence.test))
+            verdict = decide(evidence, alpha)
+            details = evidence.details
         rows.append((str(path), verdict))
+        records.append(
+            verdict_record(verdict, suspect=str(path), suspect_digest=digest, key_digest=key_digest,
+                           scheme=k.scheme, calibration=cal_info, details=details)
+        )  # fmt: skip
+    if record is not None:
+        write_records(record, records)
+    if json_out:
+        for r in records:
+            typer.echo(to_json_line(r))
+        return
     _verdict_table(rows)
-    if scheme.family == "encoder" and "null_effects" in k.meta:  # the negative controls behind the margin
-        effects = ", ".join(f"{name} {v:.3f}" for name, v in k.meta["null_effects"].items())
-        console.print(f"negative controls (independent encoders' mean effects): {effects}; tau = {k.meta['tau']:.4f}")
+    if record is not None:
+        console.print(f"verdict records -> {record}")
 
 
 def _remote(url: str | None, token: str | None, attack: Any = None) -> Any:
@@ -376,7 +422,16 @@ def _transform(name: str | None, sets: dict[str, str]) -> Any:
     return lambda model: attack(model, None, seed=0)[0]
 
 
-def _sequential(suspect: Any, key: Any, p0: float | None, alpha: float):
+def _check_sequential(scheme: Any, key: Any) -> None:
+    if not getattr(scheme, "sequential_test", False):
+        raise ConfigError(
+            f"--sequential needs a test whose triggers are i.i.d. given the model with a known null rate; "
+            f"{key.scheme} keys are tested by a randomization over decoy keys (or a permutation), which needs every "
+            "answer: verify without --sequential"
+        )
+
+
+def _sequential(scheme: Any, suspect: Any, key: Any, p0: float | None, alpha: float):
     from ownmark.verify import LabelOracle, sequential_verify
 
     oracle = LabelOracle(suspect, num_classes=key.meta["num_classes"])
@@ -416,7 +471,12 @@ def calibrate(
     devices: Devices = 1,
     num_nodes: Nodes = 1,
 ) -> None:
-    """Train independent null models, measure their watermark rate, store a calibrated p0."""
+    """Train independent null models, measure their answers to the key, store a calibrated p0 (binomial keys).
+
+    The file is bound to the key's digest (verify refuses it for another key). For keys tested
+    exactly (randomization over decoy keys, permutation of secret labels) it only measures the
+    false-claim rate on the null models.
+    """
     from ownmark.bench.experiment import Context, null_evidence, null_models
     from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.verify import calibrate as calibrate_
@@ -438,8 +498,15 @@ def calibrate(
             row["name"], f"{row['k']}/{row['n']}", f"{row['p_value']:.3g}", "OWNED" if row["owned"] else "not verified"
         )
     console.print(table)
+    if cal.p0 is None:
+        console.print(
+            f"{k.scheme} keys are tested exactly ({cal.test}): no p0 to calibrate; false-claim rate on these "
+            f"{len(cal.models)} null models {cal.false_positive_rate:.2%} at alpha {alpha} -> {out}"
+        )
+        return
     console.print(
-        f"calibrated p0 = {cal.p0:.4f} (99% upper bound); false-positive rate {cal.false_positive_rate:.2%} -> {out}"
+        f"calibrated p0 = {cal.p0:.4f} (bound on the {cal.coverage:.1%} quantile of per-model rates, never below "
+        f"1/K = {cal.nominal_p0:.4g}); leave-one-out false-positive rate {cal.false_positive_rate:.2%} -> {out}"
     )
 
 

@@ -1,11 +1,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ownmark.core import Evidence
-from ownmark.errors import ConfigError, IntegrityError, MissingFileError
-from ownmark.verify import Calibration, binomial_pvalue, calibrate, upper_bound
+from ownmark.errors import ConfigError, IntegrityError, KeyMismatchError, MissingFileError
+from ownmark.verify import Calibration, binomial_pvalue, calibrate, decide, upper_bound
+from ownmark.verify.calibrate import quantile_bound
 
 
 def nulls() -> dict[str, Evidence]:
@@ -13,31 +15,55 @@ def nulls() -> dict[str, Evidence]:
     return {name: Evidence("fcw", k=k, n=50, p0=0.1, queries=120) for name, k in ks.items()}
 
 
-def test_calibrate_pools_matches_into_p0() -> None:
+def test_calibrated_p0_bounds_a_high_quantile_of_per_model_rates_never_below_1_over_k() -> None:
     c = calibrate(nulls(), key_digest="d" * 64, confidence=0.95, alpha=0.01)
-    assert c.p0 == upper_bound(4 + 12 + 0 + 30 + 6, 5 * 50, 0.95)
     assert c.scheme == "fcw" and c.key_digest == "d" * 64 and c.confidence == 0.95 and c.alpha == 0.01
+    assert c.nominal_p0 == 0.1 and c.test == "binomial"
+    # at least the worst null model's own upper bound (30/50), not the pooled mean (52/250)
+    assert c.p0 >= upper_bound(30, 50, 0.95) > upper_bound(52, 250, 0.95)
+    assert c.p0 == quantile_bound([(4, 50), (12, 50), (0, 50), (30, 50), (6, 50)], coverage=0.999, confidence=0.95)
     assert [row["name"] for row in c.models] == list(nulls())
     rows = {row["name"]: row for row in c.models}
     assert rows["seed2"]["k"] == 12 and rows["seed2"]["n"] == 50 and rows["seed2"]["rate"] == 0.24
-    assert rows["seed2"]["p_value"] == binomial_pvalue(12, 50, 0.1)
+    clean = calibrate({f"m{i}": Evidence("fcw", 0, 100, 0.1, 100) for i in range(20)}, key_digest="x")
+    assert clean.p0 == 0.1  # calibration never lowers the bar below 1/K
 
 
-def test_false_positive_rate_counts_owned_nulls() -> None:
-    c = calibrate(nulls(), key_digest="x", alpha=0.01)
-    # at nominal p0 = 0.1: 30/50 and 12/50 are significant at 0.01 (p = 0.003), 6/50 and below are not
-    owned = {row["name"] for row in c.models if row["owned"]}
-    assert owned == {name for name, ev in nulls().items() if binomial_pvalue(ev.k, ev.n, 0.1) <= 0.01}
-    assert owned == {"lenet", "seed2"}
-    assert c.false_positive_rate == 2 / 5
-
-
-def test_clean_nulls_have_no_false_positives() -> None:
-    ev = {f"m{i}": Evidence("fcw", k=i % 3, n=40, p0=0.25, queries=40) for i in range(6)}
-    c = calibrate(ev, key_digest="x", confidence=0.99)
+def test_false_positive_rate_is_leave_one_out_at_the_p0_used() -> None:
+    """The issue's case: 20 nulls at 0/100 and one at 8/100 pooled gave p0 0.0083 and claimed that null."""
+    ev = {f"m{i}": Evidence("fcw", 0, 100, 0.1, 100) for i in range(20)} | {"x": Evidence("fcw", 8, 100, 0.1, 100)}
+    c = calibrate(ev, key_digest="x", alpha=0.01)
+    rows = {row["name"]: row for row in c.models}
+    assert rows["x"]["p0_leave_one_out"] == 0.1 and not rows["x"]["owned"]
+    assert rows["x"]["p_value"] == binomial_pvalue(8, 100, 0.1)
     assert c.false_positive_rate == 0.0
-    assert c.p0 == upper_bound(0 + 1 + 2 + 0 + 1 + 2, 240, 0.99)
-    assert 6 / 240 < c.p0 < 0.25
+
+
+def test_spread_null_rates_do_not_make_a_fresh_model_owned() -> None:
+    """Null rates spread like real models (beta(0.5, 8)): a fresh independent model at the calibrated p0."""
+    rng = np.random.default_rng(0)
+    claims = 0
+    for _ in range(200):
+        q = rng.beta(0.5, 8, size=22)
+        ks = rng.binomial(100, q)
+        cal = calibrate({f"m{i}": Evidence("fcw", int(ks[i]), 100, 0.1, 100) for i in range(21)}, key_digest="x")
+        claims += decide(Evidence("fcw", int(ks[21]), 100, cal.p0, 100), 0.01).owned
+    assert claims / 200 <= 0.01 + 0.001  # alpha + (1 - coverage); the pooled-mean p0 gave 2.9%
+
+
+def test_a_calibration_is_refused_for_another_key() -> None:
+    c = calibrate(nulls(), key_digest="a" * 64)
+    c.check_key("a" * 64)
+    with pytest.raises(KeyMismatchError, match="made for key aaaa"):
+        c.check_key("b" * 64)
+
+
+def test_an_exact_test_takes_no_calibrated_p0_but_its_false_claims_are_measured() -> None:
+    ev = {f"m{i}": Evidence("fcw", 3, 50, 0.1, 50, test="randomization", p_value=0.2 + i / 100) for i in range(4)}
+    c = calibrate(ev, key_digest="x")
+    assert c.p0 is None and c.test == "randomization" and c.false_positive_rate == 0.0
+    with pytest.raises(ConfigError, match="takes no calibrated p0"):
+        c.p0_for("randomization")
 
 
 def test_calibration_round_trip(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ class Verdict:
         queries: queries spent on the suspect.
         test: name of the test.
         null_hypothesis: the null hypothesis in words.
+        smallest_p: the smallest p-value the test can give (None where it is not bounded away from 0,
+            e.g. the exact binomial test, whose smallest p is p0 ** n).
     """
 
     statistic: float
@@ -37,6 +39,7 @@ class Verdict:
     queries: int
     test: str
     null_hypothesis: str
+    smallest_p: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,11 +73,12 @@ def decide(evidence: Evidence, alpha: float = DEFAULT_ALPHA) -> Verdict:
             statistic=float(evidence.statistic if evidence.statistic is not None else evidence.k), n=evidence.n,
             p0=evidence.p0, p_value=float(evidence.p_value), alpha=alpha, owned=reaches(evidence.p_value, alpha),
             queries=evidence.queries, test=evidence.test, null_hypothesis=evidence.null_hypothesis,
+            smallest_p=evidence.details.get("smallest_p"),
         )  # fmt: skip
     p = binomial_pvalue(evidence.k, evidence.n, evidence.p0)
     return Verdict(
         statistic=evidence.k, n=evidence.n, p0=evidence.p0, p_value=p, alpha=alpha, owned=reaches(p, alpha),
-        queries=evidence.queries, test="exact one-sided binomial",
+        queries=evidence.queries, test="exact one-sided binomial", smallest_p=evidence.p0**evidence.n,
         null_hypothesis=(
             f"the suspect is independent of the owner's model and answers each of the {evidence.n} "
             f"verification triggers with the watermark label with probability at most {evidence.p0:.4g}"
