@@ -9,6 +9,7 @@ from ownmark.errors import IntegrityError, MissingFileError
 from ownmark.io import (
     artefact_paths,
     atomic_write_bytes,
+    key_digest,
     load_checkpoint,
     load_json,
     load_key,
@@ -16,7 +17,6 @@ from ownmark.io import (
     save_checkpoint,
     save_json,
     save_key,
-    key_digest,
     tensor_digest,
 )
 from ownmark.models import MODELS, ModelSpec, load_model, save_model

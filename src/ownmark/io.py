@@ -108,7 +108,9 @@ def bound_digest(tensors: Mapping[str, torch.Tensor], bound: Mapping[str, Any] |
     base = tensor_digest(tensors)
     if bound is None:
         return base
-    return hashlib.sha256(b"ownmark-bound-digest-v2\n" + base.encode() + b"\n" + canonical_json(dict(bound))).hexdigest()
+    return hashlib.sha256(
+        b"ownmark-bound-digest-v2\n" + base.encode() + b"\n" + canonical_json(dict(bound))
+    ).hexdigest()
 
 
 def key_digest(key: Key) -> str:
