@@ -1,0 +1,155 @@
+"""The validity benchmark: null p-values over key draws x suspects made without the secret."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ownmark.bench.nulls_zoo import BiasedLabel, ConstantLabel, SuspectSpec, classifier_specs
+from ownmark.bench.validity import (
+    INVALID_TEST,
+    OWN_TEST,
+    PRESETS,
+    ValiditySettings,
+    clopper_pearson,
+    draw_key,
+    ecdf_excess,
+    measure,
+    rows_csv,
+    run_validity,
+    summarise,
+    validity_section,
+)
+from ownmark.errors import ConfigError, UnknownNameError
+
+
+def test_clopper_pearson_matches_known_values():
+    assert clopper_pearson(0, 200)[0] == 0.0
+    assert clopper_pearson(0, 200)[1] == pytest.approx(1 - 0.025 ** (1 / 200), rel=1e-6)
+    lo, hi = clopper_pearson(20, 192)
+    assert 0.06 < lo < 0.104 < hi < 0.16
+    assert clopper_pearson(5, 5)[1] == 1.0
+
+
+def test_ecdf_excess_is_zero_for_uniform_grid_and_large_for_small_pvalues():
+    n = 100
+    assert ecdf_excess([(i + 1) / n for i in range(n)]) == pytest.approx(0.0, abs=1e-9)
+    assert ecdf_excess([1e-5] * 30 + [0.9] * 70) == pytest.approx(0.3 - 1e-5)
+
+
+def test_summarise_flags_an_excess_of_small_null_pvalues():
+    # 200 nulls of one suspect, 10 below 0.01: rate 0.05, lower bound 0.024 > 0.01
+    rows = [{"scheme": "s", "test": "t", "role": "null", "suspect": "x", "key_seed": i,
+             "p_value": 1e-4 if i < 10 else 0.5, "smallest_p": 1e-6} for i in range(200)]  # fmt: skip
+    entry = summarise(rows)[0]
+    assert entry["claims@0.01"] == 10 and entry["lower@0.01"] > 0.01
+    assert entry["valid"] is False
+    uniform = [{**r, "p_value": (r["key_seed"] + 1) / 200} for r in rows]
+    assert summarise(uniform)[0]["valid"] is True
+
+
+def test_section_and_csv_have_a_line_per_entry():
+    rows = [{"scheme": "s", "test": "t", "role": "null", "suspect": "x", "key_seed": i, "p_value": 0.5,
+             "smallest_p": 0.01} for i in range(3)]  # fmt: skip
+    text = validity_section(summarise(rows), seconds={"total": 1.0})
+    assert "| s | t | 3 x 1 | 0.01 | 0/3" in text and "total 1" in text
+    assert rows_csv(rows).count("\n") == 4
+
+
+def test_degenerate_suspects_answer_as_described():
+    x = torch.zeros(6, 1, 28, 28)
+    assert ConstantLabel(4, 10)(x).argmax(1).tolist() == [4] * 6
+    base = lambda x: torch.nn.functional.one_hot(torch.arange(len(x)) % 10, 10).float() * 0.2  # noqa: E731
+    assert (BiasedLabel(base, 3, 0.3, 10)(x).argmax(1) == 3).all()
+    with pytest.raises(ConfigError, match="bias"):
+        BiasedLabel(base, 3, 1.5, 10)
+
+
+def test_zoo_lists_at_least_twenty_distinct_suspects_of_every_kind():
+    specs = classifier_specs("lenet")
+    assert len(specs) >= 20 and len({s.name for s in specs}) == len(specs)
+    assert {s.kind for s in specs} >= {"owner", "trained", "finetuned", "constant", "biased", "distilled", "sklearn"}
+    assert {s.split for s in specs if s.kind == "distilled"} >= {"attacker", "photos", "digits"}
+    with pytest.raises(ConfigError, match="kind"):
+        SuspectSpec("x", "magic")
+
+
+def test_run_validity_refuses_unknown_preset_scheme_and_family(tmp_path):
+    with pytest.raises(UnknownNameError, match="preset"):
+        run_validity(tmp_path, preset="huge")
+    with pytest.raises(ConfigError, match="not in preset"):
+        run_validity(tmp_path, preset="tiny", schemes=["awencoder"])
+    with pytest.raises(ConfigError, match="classifier"):
+        run_validity(tmp_path, family="encoder")
+    with pytest.raises(ConfigError, match="unknown tests"):
+        ValiditySettings(tests={"fcw": ("t-test",)})
+
+
+def test_draw_key_equals_the_key_embed_makes_for_baselines(mnist_splits):
+    from ownmark.watermarks import WATERMARKS
+
+    scheme = WATERMARKS.get("content")()
+    key = draw_key(scheme, None, mnist_splits.owner, seed=3)
+    trig, target = scheme.make_triggers(mnist_splits.owner, seed=3)
+    assert key.scheme == "content" and key.meta["target"] == target
+    assert all(torch.equal(key.tensors[k], v) for k, v in trig.items())
+
+
+TINY = replace(PRESETS["tiny"], n_keys=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, one_thread):
+    workdir = tmp_path_factory.mktemp("validity")
+    return workdir, measure(TINY, workdir)
+
+
+@pytest.mark.slow
+def test_tiny_run_has_a_row_per_key_and_suspect(tiny_run):
+    _, report = tiny_run
+    assert report.errors == {}
+    suspects = len(classifier_specs("lenet", size="tiny"))
+    for test in (OWN_TEST, INVALID_TEST):
+        nulls = [r for r in report.rows if r["test"] == test and r["role"] == "null"]
+        assert len(nulls) == TINY.n_keys * suspects
+        assert len({(r["key_seed"], r["suspect"]) for r in nulls}) == len(nulls)
+        assert all(0 < r["p_value"] <= 1 and r["queries"] > 0 for r in nulls)
+    marked = [r for r in report.rows if r["role"] == "marked"]
+    assert len(marked) == 2 and all(r["draw_key_matches_embed"] for r in marked)
+
+
+@pytest.mark.slow
+def test_constant_and_biased_models_are_never_claimed_by_the_rank_test(tiny_run):
+    _, report = tiny_run
+    degenerate = [r for r in report.rows if r["test"] == OWN_TEST and r["kind"] in ("constant", "biased")]
+    assert len(degenerate) == 3 * TINY.n_keys
+    assert min(r["p_value"] for r in degenerate) > 0.01
+    own = next(s for s in report.summary if s["test"] == OWN_TEST)
+    assert own["valid"] and own["claims@0.01"] == 0 and own["smallest_p"] == pytest.approx(1 / 720)
+
+
+@pytest.mark.slow
+def test_bench_reports_the_excess_of_the_invalid_binomial_test(tiny_run):
+    _, report = tiny_run
+    bad = next(s for s in report.summary if s["test"] == INVALID_TEST)
+    # constant models answer the key's label on every trigger whenever it is theirs (about 1 key in 10)
+    assert bad["valid"] is False
+    assert bad["lower@0.01"] > 0.01 and bad["max_ecdf_excess"] > 0.05
+    assert bad["tpr_marked@0.01"] == 1.0
+
+
+@pytest.mark.slow
+def test_outputs_are_written_and_a_rerun_resumes_from_them(tiny_run):
+    workdir, report = tiny_run
+    assert (workdir / "validity-ecdf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((workdir / "validity-rows.json").read_text()) == json.loads(json.dumps(report.rows))
+    assert (workdir / "validity-rows.csv").read_text().count("\n") == len(report.rows) + 1
+    assert "binomial-1/K" in (workdir / "validity.md").read_text()
+    again = measure(TINY, workdir)  # every model and row group is cached
+    assert again.seconds["total"] < max(10.0, report.seconds["total"] / 2)
+    assert [r["p_value"] for r in again.rows] == [r["p_value"] for r in report.rows]
+    assert not any(math.isnan(s["rate@0.01"]) for s in again.summary)
