@@ -576,6 +576,39 @@ def report(
     console.print(f"report written to {md} and {html}")
 
 
+@bench_app.command("validity")
+def bench_validity(
+    preset: Annotated[str, typer.Option(help="default (200 keys x 24 suspects per scheme), or tiny (seconds).")] = (
+        "default"
+    ),
+    workdir: Annotated[Path | None, typer.Option(help="Folder for cached models, rows, figure and section.")] = None,
+    scheme: Annotated[list[str] | None, typer.Option(help="Run only this scheme of the preset (repeatable).")] = None,
+    keys: Annotated[int | None, typer.Option(help="Key draws per scheme (default: the preset's).")] = None,
+    family: Annotated[str, typer.Option(help="Model family (classifier).")] = "classifier",
+    out: Annotated[Path | None, typer.Option(help="Markdown file whose validity section to write.")] = None,
+) -> None:
+    """Do verdicts keep their promise? Null p-values over many key draws x independent suspects.
+
+    Suspects made without the secret are verified against every key draw.
+
+    Writes false-claim rates at 1e-3 / 1e-2 / 5e-2 with 95% bounds, and the ECDF of null p-values.
+
+    A re-run resumes from the cached models and rows.
+    """
+    from ownmark.bench.benchmarks_md import update_section
+    from ownmark.bench.validity import run_validity
+
+    workdir = workdir or Path("runs") / "bench" / f"validity-{preset}"
+    report = run_validity(workdir, preset=preset, schemes=scheme, n_keys=keys, family=family)
+    section = (workdir / "validity.md").read_text(encoding="utf-8")
+    console.print(section)
+    if report.errors:
+        console.print(f"[red]{len(report.errors)} scheme(s) failed:[/] {report.errors}")
+    if out is not None:
+        update_section(out, "validity", section)
+        console.print(f"validity section -> {out}")
+
+
 @bench_app.command("timings")
 def bench_timings(
     workdir: Annotated[Path, typer.Option(help="A bench work folder (holding results.sqlite).")],
