@@ -70,6 +70,22 @@ def count_matches(oracle: LabelOracle, x: torch.Tensor, y: torch.Tensor, batch: 
     return hits
 
 
+def label_shares(oracle: LabelOracle, x: torch.Tensor, num_classes: int, batch: int = 512) -> torch.Tensor:
+    """Share of ``x`` the oracle answers with each of ``num_classes`` labels, shape ``(num_classes,)``.
+
+    Example:
+        >>> oracle = LabelOracle(lambda x: torch.zeros(len(x), dtype=torch.long))
+        >>> label_shares(oracle, torch.zeros(4, 1, 2, 2), 3).tolist()
+        [1.0, 0.0, 0.0]
+    """
+    counts = torch.zeros(num_classes)
+    for i in range(0, len(x), batch):
+        answers = oracle(x[i : i + batch])
+        answers = answers[(answers >= 0) & (answers < num_classes)]  # an out-of-range label is no class's
+        counts += torch.bincount(answers, minlength=num_classes).float()
+    return counts / max(len(x), 1)
+
+
 def trigger_evidence(scheme: str, suspect, key: Key, p0: float | None) -> Evidence:
     """Evidence from a key holding ``verify_x/verify_y`` (held out) and ``embed_x/embed_y``."""
     check_key(key, scheme)
