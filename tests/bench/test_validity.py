@@ -129,7 +129,8 @@ def test_constant_and_biased_models_are_never_claimed_by_the_rank_test(tiny_run)
     assert len(degenerate) == 3 * TINY.n_keys
     assert min(r["p_value"] for r in degenerate) > 0.01
     own = next(s for s in report.summary if s["test"] == OWN_TEST)
-    assert own["valid"] and own["claims@0.01"] == 0 and own["smallest_p"] == pytest.approx(1 / 720)
+    # a valid test is claimed ~1% of the time: 1.3 of 128 nulls expected at 0.01; 5 or more has probability 0.01
+    assert own["valid"] and own["claims@0.01"] <= 4 and 0 < own["smallest_p"] <= 0.01
 
 
 @pytest.mark.slow
