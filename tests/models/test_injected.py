@@ -205,3 +205,25 @@ def test_load_target_errors(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(IntegrityError, match="not a readable state dict"):
         load_target(tmp_path / "junk.pt", SPEC)
+
+
+def test_normalised_nll_is_the_nll_of_scores_divided_by_their_sum() -> None:
+    from ownmark.models.injected import normalised_nll
+
+    scores = torch.tensor([[0.2, 1.6, 0.2], [0.5, 0.3, 0.2]])
+    y = torch.tensor([1, 0])
+    expected = -(torch.log(torch.tensor(1.6 / 2.0)) + torch.log(torch.tensor(0.5))) / 2
+    assert torch.allclose(normalised_nll(scores, y), expected)
+    assert torch.isfinite(normalised_nll(torch.tensor([[0.0, 1.0]]), torch.tensor([0])))  # a zero score stays finite
+
+
+def test_fit_loss_trains_an_injected_model_on_normalised_scores_and_leaves_others_alone() -> None:
+    from ownmark.models.injected import fit_loss, normalised_nll
+
+    model = injected().train()
+    assert fit_loss(model.target) is None  # a plain classifier: fit's cross-entropy on logits
+    x, y = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3])
+    value = fit_loss(model)(model, x, y, 0)
+    assert torch.allclose(value, normalised_nll(model(x), y))
+    value.backward()  # the injection has no in-place writes: gradients reach both parts
+    assert all(p.grad is not None for p in model.parameters())

@@ -18,7 +18,7 @@ from ownmark.io import load_key, save_key
 from ownmark.models import ModelSpec, load_model, save_model
 from ownmark.models.injected import InjectedModel
 from ownmark.train import TrainConfig, accuracy, predict_logits
-from ownmark.verify import LabelOracle, decide, min_queries, sequential_verify
+from ownmark.verify import LabelOracle, decide
 from ownmark.watermarks import WATERMARKS
 from ownmark.watermarks.ptynet import (
     PTYNet,
@@ -30,7 +30,7 @@ from ownmark.watermarks.ptynet import (
     wave_frequencies,
 )
 
-TOY = PTYNetConfig(n_embed=16, n_verify=8, n_probe=16, epochs=2, batch_size=16)
+TOY = PTYNetConfig(n_embed=16, n_verify=8, n_probe=16, n_decoys=9, n_negative=16, epochs=2, batch_size=16)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,7 +80,8 @@ def test_secret_and_generated_backgrounds_are_seeded_and_in_range() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("strategy", "random"), ("alpha", 0.0), ("intensity", 0.0), ("n_wm", 0), ("n_embed", 2.5), ("mask", "edge"),
-     ("threshold", 1.0), ("border", 0.5), ("degrees", -1.0), ("target", -2), ("arch", "")],
+     ("threshold", 1.0), ("border", 0.5), ("degrees", -1.0), ("target", -2), ("arch", ""), ("n_decoys", -1),
+     ("n_negative", 1.5)],
 )  # fmt: skip
 def test_config_rejects_bad_values(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -117,13 +118,14 @@ def test_embedding_leaves_the_target_bit_identical_inside_and_out(toy_run) -> No
     assert key.meta["targets"] == marked.targets and key.meta["clean_class"] == marked.clean_class == 1
 
 
-def test_samples_are_held_out_and_never_drawn_from_a_watermark_label(toy_run) -> None:
+def test_samples_are_held_out_and_keep_their_clean_sources_and_decoys(toy_run) -> None:
     _, _, _, key = toy_run
     t, data = key.tensors, toy_images(0, n=96)
     assert t["embed_x"].shape == (16, 3, 16, 16) and t["verify_x"].shape == (8, 3, 16, 16)
     assert not set(t["embed_index"].tolist()) & set(t["verify_index"].tolist())
-    index = torch.cat([t["embed_index"], t["verify_index"]])
-    assert not torch.isin(data.y[index], t["targets"]).any()
+    assert t["verify_clean"].equal(data.x[t["verify_index"]]) and t["verify_source_y"].equal(data.y[t["verify_index"]])
+    assert t["decoy_seeds"].shape == (9,) and t["decoy_seeds"].unique().numel() == 9
+    assert t["decoy_targets"].shape == (9, 1)
     assert t["verify_y"].equal(t["targets"][t["verify_class"]]) and t["embed_y"].equal(t["targets"][t["embed_class"]])
     inner = (slice(None), slice(None), slice(2, 14), slice(2, 14))  # colour images: only the border frame changes
     assert t["verify_x"][inner].equal(data.x[t["verify_index"]][inner])
@@ -132,7 +134,8 @@ def test_samples_are_held_out_and_never_drawn_from_a_watermark_label(toy_run) ->
 def test_marked_beats_target_and_key_round_trips(toy_run, tmp_path) -> None:
     target, _, marked, key = toy_run
     on_marked, on_target = PTYNet().detect(marked, key), PTYNet().detect(target, key)
-    assert on_marked.n == 8 and on_marked.p0 == 0.25 and on_marked.k >= on_target.k + 4
+    assert on_marked.n == 8 and on_marked.details["candidates"] == 10 and on_marked.queries == 8 * 11
+    assert on_marked.k >= on_target.k + 4
     save_key(tmp_path / "key", key)
     loaded = load_key(tmp_path / "key")
     assert (loaded.scheme, loaded.meta, loaded.config) == ("ptynet", key.meta, key.config)
@@ -240,10 +243,13 @@ def test_must_hold_ptynet_on_mnist5k(strategy: str, mnist) -> None:
     assert not ((after_answers != before_answers) & ~fires).any()  # answers change only where the net fires
     acc_target, acc_marked = ((a == test.y).float().mean().item() for a in (before_answers, after_answers))
     assert acc_target > 0.9 and abs(acc_marked - acc_target) <= fpr
-    evidence = PTYNet().detect(marked, key)  # held-out verification samples
-    assert evidence.n == 100 and evidence.rate >= 0.95
-    assert decide(evidence).p_value <= 1e-6
-    assert not decide(PTYNet().detect(target, key)).owned  # the target alone carries no mark
+    evidence = PTYNet().detect(marked, key)  # held-out verification samples, against 199 decoy keys
+    assert evidence.n == 50 and evidence.rate >= 0.95 and evidence.details["candidates"] == 200
+    # the proprietary net answers its own backgrounds only (negatives of other draws): decoys stay far below
+    assert evidence.statistic >= 0.9 and evidence.details["decoy_score_max"] <= 0.5
+    verdict = decide(evidence, 0.01)
+    assert verdict.owned and verdict.p_value == 1 / 200  # the smallest p-value the test can give
+    assert not decide(PTYNet().detect(target, key), 0.01).owned  # the target alone carries no mark
 
 
 @pytest.mark.slow
@@ -257,13 +263,97 @@ def test_must_hold_no_false_claims_on_independent_models(mnist) -> None:
         assert [n for n, v in verdicts.items() if v.owned] == [], strategy
 
 
+# ---- validity over many key draws (draw_key: no proprietary net is trained) ---------------------------------------
+
+
+class Constant(nn.Module):
+    """Answers one label for every input."""
+
+    def __init__(self, label: int) -> None:
+        super().__init__()
+        self.label = label
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(torch.full((len(x),), self.label), 10).float()
+
+
+class Biased(nn.Module):
+    """A real classifier pushed towards one label (log-probabilities plus ``bias`` on it)."""
+
+    def __init__(self, base: nn.Module, label: int, bias: float) -> None:
+        super().__init__()
+        self.base, self.label, self.bias = base, label, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x).log_softmax(1) + self.bias * nn.functional.one_hot(torch.tensor(self.label), 10)
+
+
+VALIDITY = PTYNetConfig(n_verify=30, n_probe=20, n_decoys=99)  # smallest p 0.01: a claim at alpha 0.01 is rank 1
+
+
+@pytest.fixture(scope="module")
+def lenets():
+    """An owner's lenet target and independent lenets (other seeds, the attacker's data): cheap to query."""
+    ctx = Context.load("mnist5k")
+    config = TrainConfig(epochs=4, lr=0.05)
+    models = {
+        f"lenet-seed{s}": train_model(ctx.spec("lenet"), ctx.splits.owner, seed=s, config=config) for s in (0, 11)
+    }
+    models["lenet-attacker"] = train_model(ctx.spec("lenet"), ctx.splits.attacker, seed=7, config=config)
+    return ctx, models
+
+
+def test_draw_key_is_the_key_embed_draws_without_training(toy_run) -> None:
+    target, before, _, key = toy_run
+    drawn = PTYNet(TOY).draw_key(target, toy_images(0, n=96), seed=0)
+    assert same(weights(target), before) and drawn.tensors.keys() == key.tensors.keys()
+    assert all(drawn.tensors[n].equal(key.tensors[n]) for n in key.tensors)
+    assert {k: v for k, v in key.meta.items() if k in drawn.meta} == drawn.meta and "proprietary" not in drawn.meta
+
+
+def test_p0_and_keys_without_decoys_are_refused(toy_run) -> None:
+    _, _, marked, key = toy_run
+    with pytest.raises(ConfigError, match="drop p0"):
+        PTYNet().detect(marked, key, p0=0.1)
+    old = dataclasses.replace(key, tensors={k: v for k, v in key.tensors.items() if not k.startswith("decoy")})
+    with pytest.raises(KeyMismatchError, match="predates the decoy test"):
+        PTYNet().detect(marked, old)
+
+
 @pytest.mark.slow
-def test_must_hold_sequential_verification_white_and_black_box(mnist) -> None:
-    _, _, _, runs = mnist
-    marked, key = runs["fixed"]
-    xv, yv = key.tensors["verify_x"], key.tensors["verify_y"]
-    oracle = LabelOracle(marked, num_classes=10)
-    labels_only = LabelOracle(lambda x: oracle(x), num_classes=10)
-    for suspect in (oracle, labels_only):
-        verdict = sequential_verify(lambda i, s=suspect: bool(s(xv[i : i + 1])[0] == yv[i]), len(xv), 0.1, 0.01)
-        assert verdict.owned and verdict.queries == suspect.queries <= 1.5 * min_queries(0.01, 0.1)
+def test_constant_and_label_biased_models_are_never_owned_over_key_draws(lenets) -> None:
+    ctx, models = lenets
+    target = models["lenet-seed0"]
+    keys = [PTYNet(VALIDITY).draw_key(target, ctx.splits.owner, seed=s) for s in range(100, 120)]
+    labels = torch.cat([k.tensors["targets"] for k in keys])
+    common = int(labels.bincount().argmax())  # the label the rule picks most: the worst one to be biased towards
+    base = models["lenet-seed11"]
+    logp = predict_logits(base, ctx.splits.test.x).log_softmax(1)
+    bias = (logp.max(1).values - logp[:, common]).median().item()  # half the images tip over to the label
+    suspects = {"constant": Constant(common), "biased": Biased(base, common, bias + 1e-3)}
+    share = (predict_logits(suspects["biased"], ctx.splits.test.x).argmax(1) == common).float().mean().item()
+    assert 0.4 <= share <= 0.9  # strongly biased, still reading some digits
+    for name, suspect in suspects.items():
+        p = [PTYNet().detect(suspect, k).p_value for k in keys]
+        assert min(p) > 0.01, name
+    assert all(PTYNet().detect(suspects["constant"], k).p_value == 1.0 for k in keys[:3])  # every candidate ties
+
+
+@pytest.mark.slow
+def test_false_claims_over_key_draws_stay_within_the_binomial_bound(lenets) -> None:
+    from scipy.stats import binom
+
+    ctx, models = lenets
+    target = models["lenet-seed0"]
+    base = models["lenet-seed11"]
+    logp = predict_logits(base, ctx.splits.test.x).log_softmax(1)
+    bias = (logp.max(1).values - logp[:, 9]).median().item()
+    suspects = {**models, "biased": Biased(base, 9, bias + 1e-3)}  # the owner's own target is a null too
+    pvalues = []
+    for seed in range(200, 240):
+        key = PTYNet(VALIDITY).draw_key(target, ctx.splits.owner, seed=seed)
+        pvalues += [PTYNet().detect(m, key).p_value for m in suspects.values()]
+    n = len(pvalues)
+    for alpha in (0.01, 0.1):
+        claims = sum(p <= alpha for p in pvalues)
+        assert claims <= binom.ppf(0.95, n, alpha), (alpha, claims, n)

@@ -19,6 +19,7 @@ from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_non_negative, require_positive
+from ownmark.models.injected import fit_loss
 from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.train.loop import StepHook
 
@@ -134,7 +135,8 @@ class FineTune:
             if self.reinit_last:
                 reinitialise(last_linear(attacked), torch.Generator().manual_seed(key_seed(seed, REINIT_STREAM)))
             with train_only(attacked, last_linear(attacked)) if self.last_only else nullcontext() as hook:
-                fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook)
+                fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook,
+                    loss=fit_loss(attacked))  # an injected (PTYNet) model answers scores, not logits
         cost.epochs = float(self.config.epochs)
         return attacked, cost
 

@@ -18,7 +18,7 @@ from ownmark.attacks.finetune import FineTune, train_only
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError
-from ownmark.models.injected import InjectedModel
+from ownmark.models.injected import InjectedModel, fit_loss
 from ownmark.train import Engine, fit
 
 
@@ -112,6 +112,7 @@ class FineTuneTarget(FineTune):
         attacked = copy.deepcopy(model)
         cost = Cost()
         with timed(cost), train_only(attacked, attacked.target) as hook:
-            fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook)
+            fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook,
+                loss=fit_loss(attacked))
         cost.epochs = float(self.config.epochs)
         return attacked, cost

