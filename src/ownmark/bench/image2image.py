@@ -286,8 +286,9 @@ def render(results: dict[str, Any], *, benchmarks_md: bool = False) -> str:
         "",
         "Success = share of probe outputs whose extracted image has centred NC > 0.95 with the watermark "
         f"(goals: marked >= {g['marked_success']:.0%}, surrogates >= {g['surrogate_success']:.0%} with "
-        f"p <= {g['p']:g}, controls <= {g['control']:.0%}). p: exact binomial test on the 64 bits decoded "
-        "from R's mean extraction (p0 = 1/2). fit: the surrogate's PSNR against the marked outputs.",
+        f"p <= {g['p']:g}, controls <= {g['control']:.0%}). p: exact test of the 64 bits decoded from R's mean "
+        "extraction against the secret balanced bits, which R never saw (smallest p 5.5e-19). fit: the surrogate's "
+        "PSNR against the marked outputs.",
         "",
         "| form | suspect | success | centred NC | raw NC | bit acc | per-image bit acc | p-value | fit dB |",
         "|---|---|---|---|---|---|---|---|---|",

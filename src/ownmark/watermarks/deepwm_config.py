@@ -21,8 +21,9 @@ class DeepWMConfig:
 
     Args:
         form: ``barrier`` (H after the target) or ``absorbed`` (the target learns the marked outputs).
-        watermark: ``bits`` (a k x k block pattern of ``n_bits`` random bits: bit accuracy and a
-            binomial p-value) or ``logo`` (scikit-image's logo, as the paper hides a logo).
+        watermark: ``bits`` (a k x k block pattern of ``n_bits`` secret bits, half of them ones: an exact
+            test over the secret decides) or ``logo`` (scikit-image's logo, as the paper hides a logo; it is
+            public, so its verdict rests on a rank among the key's few null models and cannot reach 0.01).
         embedder: H's architecture; ``lite`` (three 3x3 convolutions of width 8) only adds a residual
             and keeps the barrier's latency near the target's.
         extractor_head: ``sigmoid`` bounds R's output to [0, 1], the range of watermark and blank.
@@ -36,6 +37,9 @@ class DeepWMConfig:
         surrogate_epochs: epochs of the owner's surrogate for stage 2 (0 skips stage 2).
         nc_threshold: success means centred NC above this (paper: NC > 0.95).
         n_probe: owner inputs held out of training and kept in the key to query suspects with.
+        screen_alpha: a key whose mark the extractor already reads from the owner's controls (probe
+            inputs, clean outputs, a surrogate trained on clean pairs) at p <= this, or that a control
+            passes the NC threshold on more than 5% of outputs, is refused at embedding.
     """
 
     form: str = "barrier"
@@ -63,6 +67,7 @@ class DeepWMConfig:
     absorb_epochs: int = 10
     nc_threshold: float = 0.95
     n_probe: int = 64
+    screen_alpha: float = 1e-3
 
     def __post_init__(self) -> None:
         require_choice(self, "form", ("barrier", "absorbed"))
@@ -74,6 +79,7 @@ class DeepWMConfig:
             self, "distort", "surrogate_epochs", "finetune_epochs", "absorb_epochs", "extractor_epochs"
         )
         require_in_range(self, "nc_threshold", -1, 1)
+        require_in_range(self, "screen_alpha", 0, 1)
         require_choice(self, "surrogate_loss", ("l1", "l2", "l2+gan", "ssim+gan"))
         ints = ("epochs", "extractor_epochs", "batch_size", "n_probe", "n_bits", "surrogate_epochs", "finetune_epochs")
         for name in ints:
@@ -81,6 +87,8 @@ class DeepWMConfig:
                 raise ConfigError(f"DeepWMConfig.{name} must be an int, got {getattr(self, name)!r}")
         if math.isqrt(self.n_bits) ** 2 != self.n_bits:
             raise ConfigError(f"DeepWMConfig.n_bits must be a square (k x k blocks), got {self.n_bits}")
+        if self.n_bits % 2:
+            raise ConfigError(f"DeepWMConfig.n_bits must be even (balanced keys: half ones), got {self.n_bits}")
 
 
 DEEPWM_PRESETS = {

@@ -1,17 +1,23 @@
 """The training stages of deep output watermarking: the watermark image, joint training of H and R
 (stage 1), R alone with H frozen (:func:`fit_extractor`), the absorbed form, and fine-tuning R on an
-owner surrogate's outputs (stage 2)."""
+owner surrogate's outputs (stage 2).
+
+For a bit-string watermark every stage trains H and R on *random* balanced messages (:func:`messages`),
+drawn from a stream the owner's secret bits never enter, so R is one draw independent of the secret:
+that is what makes the verification test of :class:`ownmark.watermarks.deepwm.DeepWM` exact. A logo
+(public) watermark trains on the logo itself, as the paper does."""
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ownmark.errors import ShapeError
+from ownmark.errors import ConfigError, ShapeError
 from ownmark.models.image2image import BarrierModel, PatchDiscriminator, build_i2i
 from ownmark.train import key_seed
 from ownmark.train.image2image import I2ITrainConfig, discriminator_loss, fit_i2i, predict, seeded
@@ -22,9 +28,17 @@ log = logging.getLogger(__name__)
 
 
 def make_watermark(cfg: DeepWMConfig, channels: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The watermark image (C, H, W) in [0, 1] and, for ``bits``, the secret bits drawn from ``seed``."""
+    """The watermark image (C, H, W) in [0, 1] and, for ``bits``, the secret bits drawn from ``seed``:
+    one uniform draw among the strings with as many ones as zeros (:func:`balanced_bits`), so an extractor
+    that outputs all ones (or all zeros) matches exactly half of them whatever the key.
+
+    Example:
+        >>> image, bits = make_watermark(DeepWMConfig(n_bits=16), 1, 8, seed=3)
+        >>> int(bits.sum()), tuple(image.shape)
+        (8, (1, 8, 8))
+    """
     if cfg.watermark == "bits":
-        bits = torch.randint(2, (cfg.n_bits,), generator=torch.Generator().manual_seed(key_seed(seed, 17)))
+        bits = balanced_bits(cfg.n_bits, torch.Generator().manual_seed(key_seed(seed, 17)))
         return bits_image(bits, channels, size), bits
     import skimage.data
 
@@ -34,13 +48,58 @@ def make_watermark(cfg: DeepWMConfig, channels: int, size: int, seed: int) -> tu
     return (rgb if channels == 3 else rgb.mean(0, keepdim=True).expand(channels, -1, -1)).clamp(0, 1), None
 
 
+def balanced_bits(n_bits: int, generator: torch.Generator, count: int | None = None) -> torch.Tensor:
+    """A uniform draw among the bit strings of length ``n_bits`` (even) with ``n_bits / 2`` ones;
+    ``count`` draws give (count, n_bits).
+
+    Example:
+        >>> balanced_bits(8, torch.Generator().manual_seed(0), 3).sum(1).tolist()
+        [4, 4, 4]
+    """
+    if n_bits % 2:
+        raise ConfigError(f"balanced bit strings need an even number of bits, got {n_bits}")
+    rows = 1 if count is None else count
+    base = (torch.arange(n_bits) < n_bits // 2).long()
+    keys = torch.rand(rows, n_bits, generator=generator).argsort(1)
+    out = base[keys]
+    return out[0] if count is None else out
+
+
+def messages(cfg: DeepWMConfig, watermark: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Watermark images (count, C, H, W) to train H and R on: for ``bits`` random balanced messages,
+    drawn in pairs (each twice, so the consistency term compares two outputs that carry one message);
+    for ``logo`` the logo itself."""
+    if cfg.watermark != "bits":
+        return watermark.expand(count, -1, -1, -1)
+    channels, size = watermark.shape[0], watermark.shape[-1]
+    bits = balanced_bits(cfg.n_bits, generator, (count + 1) // 2).repeat_interleave(2, 0)[:count]
+    return torch.stack([bits_image(b, channels, size) for b in bits])
+
+
+def mark(embedder: nn.Module, b: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Marked outputs ``clamp(b + H(cat(b, delta)))``; ``delta`` (N, C, H, W) may differ per image."""
+    return (b + embedder(torch.cat([b, delta.expand_as(b)], 1))).clamp(0, 1)
+
+
+def consistency(ext: torch.Tensor, cfg: DeepWMConfig) -> torch.Tensor:
+    """The paper's consistency term: extractions of outputs carrying one message should agree. Bit
+    messages come in pairs (:func:`messages`), so pairs are compared; a logo is one message for all."""
+    if cfg.watermark != "bits":
+        return F.mse_loss(ext, ext.mean(0, keepdim=True).expand_as(ext))
+    n = len(ext) // 2 * 2
+    if n == 0:
+        return ext.sum() * 0
+    pairs = ext[:n].reshape(n // 2, 2, *ext.shape[1:])
+    return F.mse_loss(pairs[:, 0], pairs[:, 1])
+
+
 def joint_training(
     barrier: BarrierModel, extractor: nn.Module, a: torch.Tensor, b: torch.Tensor, cfg: DeepWMConfig, *, seed: int
 ) -> list[float]:
     """Stage 1: train H (in ``barrier``), R and, with ``w_adv > 0``, a PatchGAN discriminator."""
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-    watermark = barrier.watermark
+    watermark = barrier.watermark  # for bits only its shape is used: H and R train on random messages
     blank = torch.ones_like(watermark)
     params = [*barrier.embedder.parameters(), *extractor.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.5, 0.999))
@@ -55,7 +114,8 @@ def joint_training(
         for i in range(0, len(a) - cfg.batch_size + 1, cfg.batch_size):  # even batches (paper)
             idx = order[i : i + cfg.batch_size]
             ab, bb = a[idx], b[idx]
-            marked = barrier.embed(bb)
+            delta = messages(cfg, watermark, len(idx), torch.Generator().manual_seed(key_seed(seed, epoch, i, 18)))
+            marked = mark(barrier.embedder, bb, delta)
             loss = w_fidelity * F.mse_loss(marked, bb)
             if cfg.w_ssim:
                 loss = loss + cfg.w_ssim * w_fidelity / cfg.w_fidelity * (1 - ssim(marked, bb, data_range=1.0))
@@ -68,8 +128,8 @@ def joint_training(
                 noise = torch.randn(marked.shape, generator=g) * cfg.distort
                 seen.append((marked + noise).clamp(0, 1))
             ext = extractor(torch.cat(seen))
-            loss = loss + cfg.w_extract * F.mse_loss(ext, watermark.expand_as(ext))
-            loss = loss + cfg.w_consistency * F.mse_loss(ext, ext.mean(0, keepdim=True).expand_as(ext))
+            loss = loss + cfg.w_extract * F.mse_loss(ext, delta.repeat(len(seen), 1, 1, 1))
+            loss = loss + cfg.w_consistency * consistency(ext[: len(idx)], cfg)
             clean = extractor(torch.cat([ab, bb]))
             loss = loss + cfg.w_clean * 2 * F.mse_loss(clean, blank.expand_as(clean))
             opt.zero_grad(set_to_none=True)
@@ -127,8 +187,11 @@ def absorb(barrier: BarrierModel, extractor: nn.Module, a: torch.Tensor, cfg: De
     return model.eval()
 
 
+Batch = list[tuple[torch.Tensor, torch.Tensor]]
+
+
 def finetune_extractor(
-    marked: nn.Module,
+    embedder: nn.Module,
     target: nn.Module,
     extractor: nn.Module,
     a: torch.Tensor,
@@ -137,26 +200,42 @@ def finetune_extractor(
     cfg: DeepWMConfig,
     *,
     seed: int,
-) -> None:
+) -> nn.Module:
     """Stage 2: train an owner surrogate on (a, marked(a)) and fine-tune R on its outputs, mixed with
-    marked outputs (to the watermark) and inputs and clean outputs (to the blank)."""
-    marked_b, clean_b = i2i_outputs(marked, a), i2i_outputs(target, a)
-    channels, size = marked_b.shape[1], marked_b.shape[-1]
-    surrogate = seeded(lambda: build_i2i(cfg.surrogate_arch, a.shape[1], channels, size), seed, 8)
+    marked outputs (to their message) and inputs and clean outputs (to the blank); return a surrogate
+    the owner trained on clean pairs (a negative here, and a control of the key).
+
+    For bits the surrogate imitates the barrier with a *decoy* message (its own stream), never the
+    owner's secret bits, and R also learns random messages on the clean surrogate's outputs, so R stays
+    independent of the secret. For a logo the decoy is the logo.
+    """
+    clean_b = i2i_outputs(target, a)
+    decoy = messages(cfg, watermark, 1, torch.Generator().manual_seed(key_seed(seed, 19)))
+    with torch.no_grad():
+        decoy_b = mark(embedder, clean_b, decoy.expand_as(clean_b))
+    channels, size = clean_b.shape[1], clean_b.shape[-1]
     config = I2ITrainConfig(epochs=cfg.surrogate_epochs, batch_size=cfg.batch_size, loss=cfg.surrogate_loss)
-    fit_i2i(surrogate, a, marked_b, config, seed=key_seed(seed, 9))
-    surrogate_b = i2i_outputs(surrogate, a)
-    positives, negatives = torch.cat([surrogate_b, marked_b], 1), torch.cat([a, clean_b], 1)
-    fit_extractor(
-        extractor, positives, negatives, watermark, blank, cfg, cfg.finetune_epochs, cfg.finetune_lr, seed=seed
-    )
+    surrogate = seeded(lambda: build_i2i(cfg.surrogate_arch, a.shape[1], channels, size), seed, 8)
+    fit_i2i(surrogate, a, decoy_b, config, seed=key_seed(seed, 9))
+    clean_sur = seeded(lambda: build_i2i(cfg.surrogate_arch, a.shape[1], channels, size), seed, 20)
+    fit_i2i(clean_sur, a, clean_b, config, seed=key_seed(seed, 21))
+    surrogate_b, clean_sur_b = i2i_outputs(surrogate, a), i2i_outputs(clean_sur, a)
+
+    def positives(idx: torch.Tensor, g: torch.Generator) -> Batch:
+        d1, d2 = messages(cfg, watermark, len(idx), g), messages(cfg, watermark, len(idx), g)
+        with torch.no_grad():
+            marked, on_sur = mark(embedder, clean_b[idx], d1), mark(embedder, clean_sur_b[idx], d2)
+        return [(surrogate_b[idx], decoy.expand(len(idx), -1, -1, -1)), (marked, d1), (on_sur, d2)]
+
+    negatives = torch.cat([a, clean_b, clean_sur_b], 1)
+    fit_extractor(extractor, positives, negatives, blank, cfg, cfg.finetune_epochs, cfg.finetune_lr, seed=seed)
+    return clean_sur
 
 
 def fit_extractor(
     extractor: nn.Module,
-    positives: torch.Tensor,
+    positives: Callable[[torch.Tensor, torch.Generator], Batch],
     negatives: torch.Tensor,
-    watermark: torch.Tensor,
     blank: torch.Tensor,
     cfg: DeepWMConfig,
     epochs: int,
@@ -165,19 +244,23 @@ def fit_extractor(
     seed: int,
     stream: int = 10,
 ) -> None:
-    """Train R alone: images stacked along channels in ``positives`` (N, k*C, H, W) to the watermark, those
-    in ``negatives`` to the blank, with the consistency term across each batch's extractions."""
-    channels = watermark.shape[0]
+    """Train R alone: ``positives(idx, generator)`` gives groups of (images, messages) R must extract,
+    ``negatives`` (N, k*C, H, W) holds images stacked along channels that R maps to the blank; the
+    consistency term compares extractions of one message within each group."""
+    channels = blank.shape[0]
     opt = torch.optim.Adam(extractor.parameters(), lr=lr, betas=(0.5, 0.999))
     extractor.train()
     for epoch in range(epochs):
-        order = torch.randperm(len(positives), generator=torch.Generator().manual_seed(key_seed(seed, epoch, stream)))
-        for i in range(0, len(positives), cfg.batch_size):
+        order = torch.randperm(len(negatives), generator=torch.Generator().manual_seed(key_seed(seed, epoch, stream)))
+        for i in range(0, len(negatives), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
-            pos = extractor(torch.cat(positives[idx].split(channels, 1)))
+            groups = positives(idx, torch.Generator().manual_seed(key_seed(seed, epoch, i, stream, 18)))
+            pos = extractor(torch.cat([images for images, _ in groups]))
+            target = torch.cat([deltas for _, deltas in groups])
             neg = extractor(torch.cat(negatives[idx].split(channels, 1)))
-            loss = F.mse_loss(pos, watermark.expand_as(pos)) + F.mse_loss(neg, blank.expand_as(neg))
-            loss = loss + cfg.w_consistency * F.mse_loss(pos, pos.mean(0, keepdim=True).expand_as(pos))
+            loss = F.mse_loss(pos, target) + F.mse_loss(neg, blank.expand_as(neg))
+            parts = pos.split([len(images) for images, _ in groups])
+            loss = loss + cfg.w_consistency * sum(consistency(part, cfg) for part in parts) / len(parts)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
