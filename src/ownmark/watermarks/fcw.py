@@ -192,11 +192,16 @@ class FCW:
       images and always tie.
     - **Queries**: K(K-1) n_verify (direct), K(K-1)/2 n_verify (blend at 0.5), plus ``n_embed``
       on the embedding triggers (reported, not tested): 4,530 with the defaults on 10 classes.
-    - **Why this test** (measured on mnist5k, cnn2, n_verify 100): the marked model's key ranks
-      first (p = 1/360) for invisible fusion in 3 of 3 embedding seeds, rate on held-out fusions
-      0.89 to 0.96 against 0.54 to 0.73 for the next pair; NULLS_PLACEHOLDER
-      With direct fusion the marked model reads every fusion as t (rate 1.00 on all pairs and
-      3 of 3 seeds), so only t is revealed and no valid test can reach below 1/K: this
+    - **Why this test** (measured on mnist5k, cnn2, n_verify 100): it needs no null model and no
+      calibration, and still has power: the marked model's key ranks first, tied only with
+      (b, a, t), in 2 of 3 embedding seeds (p = 1/360) and third (p = 1/180) in the other, held-out
+      rate 0.89 to 0.96 against a baseline of 0.11 to 0.28 for t on other pairs; clean accuracy
+      0.947 -> 0.941 to 0.945. The owner's unmarked model gets p 0.07, 0.38, 1.0 on those keys; a
+      constant model p = 1 always; a model biased to t (+8 on its logit, 40-68% of blends read
+      as t) gains nothing from the bias. A model made without the secret is claimed under at most
+      7 of the 720 triples of any pool (rank <= 7), i.e. rate <= 0.0097 at alpha 0.01, by
+      construction. With direct fusion the marked model reads every fusion as t (rate 1.00 on
+      all pairs, 3 of 3 seeds), so only t is revealed and no valid test can reach below 1/K: this
       contrast gives p = 1; the default fusion is therefore invisible.
 
     Reference:
