@@ -197,8 +197,10 @@ class FCW:
       (b, a, t), in 2 of 3 embedding seeds (p = 1/360) and third (p = 1/180) in the other, held-out
       rate 0.89 to 0.96 against a baseline of 0.11 to 0.28 for t on other pairs; clean accuracy
       0.947 -> 0.941 to 0.945. The owner's unmarked model gets p 0.07, 0.38, 1.0 on those keys; a
-      constant model p = 1 always; a model biased to t (+8 on its logit, 40-68% of blends read
-      as t) gains nothing from the bias. A model made without the secret is claimed under at most
+      constant model p = 1 always. OPEN: a model biased towards the key's own t (+4 or +8 on its
+      logit) knows part of the secret, and is claimed under 50-56 of the 720 triples of one pool
+      (7-8%, measured); standardising the contrast per label gives 0/720 there, but the marked
+      model's p rises to 0.014-0.042. A model independent of the key is claimed under at most
       7 of the 720 triples of any pool (rank <= 7), i.e. rate <= 0.0097 at alpha 0.01, by
       construction. With direct fusion the marked model reads every fusion as t (rate 1.00 on
       all pairs, 3 of 3 seeds), so only t is revealed and no valid test can reach below 1/K: this
