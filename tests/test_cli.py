@@ -207,16 +207,16 @@ def test_attack_prune_zeroes_half_the_weights(art: Artefacts, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_calibrate_writes_p0_and_false_positive_rate(art: Artefacts, tmp_path: Path) -> None:
+def test_calibrate_measures_null_models_and_an_exact_key_takes_no_p0(art: Artefacts, monkeypatch, capsys, tmp_path):
     cal_path = tmp_path / "cal.json"
     invoke("calibrate", "--key", art.key, "--out", cal_path, "--seeds", "1", "--archs", "cnn2")
     cal = json.loads(cal_path.read_text())
     assert cal["kind"] == "calibration" and cal["scheme"] == "fcw"
-    assert 0 < cal["p0"] < 1 and cal["false_positive_rate"] == 0
+    assert cal["p0"] is None and cal["test"].startswith("randomization") and cal["false_positive_rate"] == 0
     assert len(cal["models"]) == 2  # cnn2 seed 1000 and one trained on the attacker's data
     assert cal["key_digest"] == json.loads((art.fcw / "key.json").read_text())["sha256"]
-    out = invoke("verify", "--model", art.marked, "--key", art.key, "--calibration", cal_path).stdout
-    assert "OWNED" in out
+    msg = fail(monkeypatch, capsys, "verify", "--model", art.marked, "--key", art.key, "--calibration", cal_path)
+    assert "takes no calibrated p0" in msg
 
 
 # --- errors: exit code 1 and one line that names the problem ------------------------------------
@@ -312,7 +312,7 @@ def test_tampered_key_file(art: Artefacts, monkeypatch, capsys, tmp_path: Path) 
     data[-10] ^= 0x01  # a tensor byte (the header is at the start); the size stays the same
     key.with_name("key.safetensors").write_bytes(bytes(data))
     msg = fail(monkeypatch, capsys, "verify", "--model", art.marked, "--key", key)
-    assert "does not match the SHA-256 digest" in msg
+    assert "do not match their SHA-256 digest" in msg
 
 
 def test_key_for_another_input_shape(art: Artefacts, digits_model: Path, monkeypatch, capsys) -> None:
