@@ -2,7 +2,8 @@
 
 Pure measurement functions for key-image watermarks such as AWEncoder: the per-image effect of a
 perturbation on the cosine to a key image, and how many images a perturbation sends to one label.
-The tests that turn them into p-values are in :mod:`ownmark.verify.tests`.
+The ``candidate_*`` forms score an owner's key and its decoys at once; the rank that turns
+those scores into a p-value is in :mod:`ownmark.verify.randomization`.
 """
 
 from __future__ import annotations
@@ -47,12 +48,39 @@ def key_effects(
         >>> [round(float(t.mean()), 3) for t in key_effects(enc, x, torch.full((1, 2, 2), 0.1), key)]
         [1.0, 1.0, 0.0]
     """
-    feats = suspect_features(suspect, torch.cat([x_key[None], x, (x + delta).clamp(0, 1)]))
+    with_mark, without, eff = candidate_effects(suspect, x, delta[None], x_key[None], centred=centred)
+    return with_mark[0], without[0], eff[0]
+
+
+def candidate_effects(
+    suspect: Any, x: torch.Tensor, deltas: torch.Tensor, x_keys: torch.Tensor, *, centred: bool = False,
+    chunk_images: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`key_effects` for M candidate (delta, key image) pairs at once, each (M, N).
+
+    The clean images are encoded once and shared by every candidate; queries: N + M + M * N images.
+
+    Example:
+        >>> enc = nn.Flatten()
+        >>> x = torch.zeros(3, 1, 2, 2) + 0.5
+        >>> deltas, keys = torch.stack([torch.full((1, 2, 2), 0.1), torch.zeros(1, 2, 2)]), torch.ones(2, 1, 2, 2)
+        >>> [tuple(t.shape) for t in candidate_effects(enc, x, deltas, keys)]
+        [(2, 3), (2, 3), (2, 3)]
+    """
+    n, m = len(x), len(deltas)
+    clean = suspect_features(suspect, x)
+    keys = suspect_features(suspect, x_keys)
+    per = max(1, chunk_images // max(n, 1))
+    marked = torch.cat([
+        suspect_features(suspect, (x[None] + deltas[lo : lo + per, None]).clamp(0, 1).flatten(0, 1))
+        for lo in range(0, m, per)
+    ]).view(m, n, -1)  # fmt: skip
     if centred:
-        feats = feats - feats[1 : 1 + len(x)].mean(0)
-    k, clean, marked = feats[:1], feats[1 : 1 + len(x)], feats[1 + len(x) :]
-    with_mark = F.cosine_similarity(marked, k.expand_as(marked), dim=1)
-    without = F.cosine_similarity(clean, k.expand_as(clean), dim=1)
+        mean = clean.mean(0)
+        clean, keys, marked = clean - mean, keys - mean, marked - mean
+    k = F.normalize(keys, dim=1)
+    with_mark = (F.normalize(marked, dim=2) * k[:, None]).sum(-1)
+    without = (F.normalize(clean, dim=1) @ k.T).T
     return with_mark, without, with_mark - without
 
 
@@ -65,8 +93,32 @@ def majority_moves(suspect: Any, x: torch.Tensor, delta: torch.Tensor) -> tuple[
         >>> majority_moves(always_zero, torch.rand(5, 1, 2, 2), torch.zeros(1, 2, 2))
         (0, 0, 10)
     """
-    labels = LabelOracle(suspect)(torch.cat([x, (x + delta).clamp(0, 1)]))
-    clean, marked = labels[: len(x)], labels[len(x) :]
-    target = torch.mode(marked).values
-    eligible = clean != target
-    return int((marked[eligible] == target).sum()), int(eligible.sum()), len(labels)
+    moved, eligible, queries = candidate_moves(suspect, x, delta[None])
+    return int(moved[0]), int(eligible[0]), queries
+
+
+def candidate_moves(
+    suspect: Any, x: torch.Tensor, deltas: torch.Tensor, *, chunk_images: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`majority_moves` for M candidate perturbations at once: (moved (M,), eligible (M,), queries).
+
+    The clean images are labelled once and shared by every candidate; queries: N + M * N images.
+
+    Example:
+        >>> by_brightness = lambda imgs: (imgs.mean((1, 2, 3)) > 0.5).long()
+        >>> x = torch.full((4, 1, 2, 2), 0.45)
+        >>> moved, eligible, q = candidate_moves(by_brightness, x, torch.stack([torch.full((1, 2, 2), 0.1), -x[0]]))
+        >>> moved.tolist(), eligible.tolist(), q
+        ([4, 0], [4, 0], 12)
+    """
+    n, m = len(x), len(deltas)
+    oracle = LabelOracle(suspect)
+    clean = oracle(x)
+    per = max(1, chunk_images // max(n, 1))
+    marked = torch.cat([
+        oracle((x[None] + deltas[lo : lo + per, None]).clamp(0, 1).flatten(0, 1)) for lo in range(0, m, per)
+    ]).view(m, n)  # fmt: skip
+    target = torch.mode(marked, dim=1).values
+    eligible = clean[None] != target[:, None]
+    moved = ((marked == target[:, None]) & eligible).sum(1)
+    return moved, eligible.sum(1), oracle.queries

@@ -18,24 +18,42 @@ KEY_STREAM, DELTA_STREAM = 0x4B455921, 0x44454C54
 
 
 def universal_perturbation(
-    encoder: nn.Module, x: torch.Tensor, x_key: torch.Tensor, *, eps: float, steps: int, step: float, seed: int
+    encoder: nn.Module, x: torch.Tensor, x_key: torch.Tensor, *, eps: float, steps: int, step: float, seed: int,
+    batch: int = 256,
 ) -> torch.Tensor:
     """The paper's delta: PGD with signed steps on mean(1 - cos(E0(x + delta), E0(x_key))), clipped
-    to ||delta||_inf <= eps (and x + delta to [0, 1]); batches of 256 cycle through ``x``."""
+    to ||delta||_inf <= eps (and x + delta to [0, 1]); ``batch`` images of ``x`` per step."""
+    return universal_perturbations(encoder, x, x_key[None], eps=eps, steps=steps, step=step, batch=batch, seed=seed)[0]
+
+
+def universal_perturbations(
+    encoder: nn.Module, x: torch.Tensor, x_keys: torch.Tensor, *, eps: float, steps: int, step: float, batch: int,
+    seed: int, chunk_images: int = 1024,
+) -> torch.Tensor:  # fmt: skip
+    """One paper delta per key image in ``x_keys`` (M, C, H, W), all M run together: each step draws
+    ``batch`` images of ``x`` per key and takes one signed step on every delta. The same procedure for
+    every key, so an owner's key and its decoys are exchangeable; cost M * steps * batch image passes
+    (forward and backward) through ``encoder``."""
     was_training = encoder.training
     encoder.eval()
     g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
-    delta = (torch.rand(x.shape[1:], generator=g) * 2 - 1) * eps
+    m = len(x_keys)
+    deltas = (torch.rand((m, *x.shape[1:]), generator=g) * 2 - 1) * eps
     with torch.no_grad():
-        target = encoder(x_key[None])
+        targets = F.normalize(encoder(x_keys), dim=1)
+    per_chunk = max(1, chunk_images // batch)
     for _ in range(steps):
-        idx = torch.randperm(len(x), generator=g)[:256]
-        d = delta.clone().requires_grad_(True)
-        loss = (1 - F.cosine_similarity(encoder((x[idx] + d).clamp(0, 1)), target.expand(len(idx), -1), dim=1)).mean()
-        (grad,) = torch.autograd.grad(loss, d)
-        delta = (delta - step * grad.sign()).clamp(-eps, eps)
+        idx = torch.randint(len(x), (m, batch), generator=g)
+        for lo in range(0, m, per_chunk):
+            hi = min(m, lo + per_chunk)
+            d = deltas[lo:hi].clone().requires_grad_(True)
+            images = (x[idx[lo:hi]] + d[:, None]).clamp(0, 1).flatten(0, 1)
+            feats = F.normalize(encoder(images), dim=1).view(hi - lo, batch, -1)
+            loss = (1 - (feats * targets[lo:hi, None]).sum(-1)).mean(1).sum()
+            (grad,) = torch.autograd.grad(loss, d)
+            deltas[lo:hi] = (deltas[lo:hi] - step * grad.sign()).clamp(-eps, eps)
     encoder.train(was_training)
-    return delta.detach()
+    return deltas
 
 
 def key_image(kind: str, shape: tuple[int, ...], seed: int, candidates: int = 1) -> torch.Tensor:
@@ -58,10 +76,9 @@ def match_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     out = torch.empty_like(images)
     for c in range(images.shape[1]):
         ref = reference[:, c].flatten().sort().values
-        for i in range(len(images)):
-            flat = images[i, c].flatten()
-            ranks = flat.argsort().argsort().float() / max(len(flat) - 1, 1)
-            out[i, c] = ref[(ranks * (len(ref) - 1)).round().long()].view_as(images[i, c])
+        flat = images[:, c].flatten(1)
+        ranks = flat.argsort(1).argsort(1).float() / max(flat.shape[1] - 1, 1)
+        out[:, c] = ref[(ranks * (len(ref) - 1)).round().long()].view_as(images[:, c])
     return out
 
 
@@ -72,7 +89,7 @@ def noise_attraction(encoder: nn.Module, x: torch.Tensor, keys: torch.Tensor, ep
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
-        k = F.normalize(encoder(keys), dim=1)
+        k = F.normalize(torch.cat([encoder(part) for part in keys.split(512)]), dim=1)
         clean = F.normalize(encoder(x), dim=1) @ k.T
         gains = []
         for _ in range(3):
@@ -96,7 +113,32 @@ def choose_key(
     return keys[0] if len(keys) == 1 else keys[int(noise_attraction(encoder, x, keys, eps, seed).argmin())]
 
 
+def candidate_keys(
+    kind: str, encoder: nn.Module, x: torch.Tensor, shape: tuple[int, ...], seeds: list[int], *, candidates: int,
+    eps: float, seed: int,
+) -> torch.Tensor:  # fmt: skip
+    """One key image per entry of ``seeds`` (M, *shape), each drawn as :func:`choose_key` draws one
+    (its own ``candidates`` seeded photo patches, the one random perturbations pull ``encoder``'s
+    features towards least), with the same random perturbations (of ``seed``) for all: the owner's
+    key image and its decoys come from one procedure, at the cost of one pass over ``x``."""
+    if kind == "noise":
+        return torch.stack([key_image("noise", shape, s) for s in seeds])
+    patches = torch.cat([key_image("photo", shape, s, candidates).reshape(-1, *shape) for s in seeds])
+    if kind == "matched":
+        patches = match_histogram(patches, x)
+    patches = patches.view(len(seeds), candidates, *shape)
+    if candidates == 1:
+        return patches[:, 0]
+    pull = noise_attraction(encoder, x, patches.flatten(0, 1), eps, seed).view(len(seeds), candidates)
+    return patches[torch.arange(len(seeds)), pull.argmin(1)]
+
+
 def secret_trigger(shape: tuple[int, ...], eps: float, seed: int) -> torch.Tensor:
     """ownmark's variant: a secret random sign pattern of L-inf norm ``eps``."""
     g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
     return (torch.randint(0, 2, shape, generator=g).float() * 2 - 1) * eps
+
+
+def secret_triggers(shape: tuple[int, ...], eps: float, seeds: list[int]) -> torch.Tensor:
+    """:func:`secret_trigger` for each of ``seeds`` (M, *shape)."""
+    return torch.stack([secret_trigger(shape, eps, s) for s in seeds])
