@@ -204,7 +204,8 @@ class FCW:
       7 of the 720 triples of any pool (rank <= 7), i.e. rate <= 0.0097 at alpha 0.01, by
       construction; measured over 26 pool draws x 720 triples, the owner's unmarked model, cnn2 and
       lenet of seeds 11/12 and a cnn2 of the attacker's split are claimed at 0.79-0.83%, and on
-      each draw's own triple 1 of 156 verdicts (the owner's unmarked model, p 0.0056). With direct fusion the marked model reads every fusion as t (rate 1.00 on
+      each draw's own triple 1 of 156 verdicts (the owner's unmarked model, p 0.0056).
+      With direct fusion the marked model reads every fusion as t (rate 1.00 on
       all pairs, 3 of 3 seeds), so only t is revealed and no valid test can reach below 1/K: this
       contrast gives p = 1; the default fusion is therefore invisible.
 
