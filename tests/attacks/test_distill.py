@@ -194,3 +194,26 @@ def test_distill_with_data_from_another_distribution(toy_victim) -> None:
     digits = load_dataset("digits")
     assert sent.mean(dim=(1, 2, 3)).sub(digits.x.mean()).abs().mean() < 0.2  # digit images, not the toy set
     assert surrogate(toy_images(1).x[:4]).shape == (4, 4)
+
+
+def test_distill_from_another_distribution_never_queries_the_owners_unrelated_triggers(toy_victim) -> None:
+    """distill-ood queries the attacker's half of photos only; unrelated triggers come from the owner's."""
+    from ownmark.data import load_dataset, to_image_shape
+    from ownmark.data.splits import ood_part
+
+    answered = []
+
+    def api(x: torch.Tensor) -> torch.Tensor:
+        answered.append(x)
+        return torch.softmax(toy_victim(x), 1)
+
+    Distill(DistillConfig(source="photos", budget=10_000, epochs=1, arch="cnn2"))(api, toy_images(0), seed=0)
+    sent = torch.cat(answered).flatten(1)
+    photos = load_dataset("photos")
+    owner, attacker = ood_part(photos, "owner"), ood_part(photos, "attacker")
+    assert len(owner) + len(attacker) == len(photos) - 1 and len(sent) == len(attacker)  # one copy left out
+    owner_x = to_image_shape(owner.x, (3, 16, 16)).flatten(1)
+    exact = "donot_use_mm_for_euclid_dist"
+    assert torch.cdist(sent, owner_x, compute_mode=exact).min() > 1e-4  # no owner image was ever sent
+    with pytest.raises(ConfigError, match="part"):
+        ood_part(photos, "both")

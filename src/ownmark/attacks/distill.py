@@ -11,6 +11,7 @@ from torch import nn
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
 from ownmark.data import ImageSet, load_dataset, to_image_shape
+from ownmark.data.splits import ood_part
 from ownmark.errors import ConfigError, ShapeError, require_choice, require_positive
 from ownmark.models import MODELS, ModelSpec
 from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
@@ -33,7 +34,9 @@ class DistillConfig:
         query_batch: images per API call.
         source: empty to query with the attacker's data; else a dataset name (``photos``,
             ``digits``, ...) whose images, converted to the victim's input shape, are sent instead:
-            extraction with data from another distribution.
+            extraction with data from another distribution. Only the attacker's half of that
+            dataset is used (:func:`ownmark.data.splits.ood_part`): the owner draws unrelated
+            triggers from the other half, so the attacker never queries a verification trigger.
     """
 
     output: str = "probs"
@@ -168,7 +171,7 @@ class Distill:
     ) -> tuple[nn.Module, Cost]:
         cfg = self.config
         if cfg.source:  # another distribution: labels are never used, the victim's answers are
-            other = load_dataset(cfg.source)
+            other = ood_part(load_dataset(cfg.source), "attacker")  # the owner's triggers are in the other half
             data = ImageSet(cfg.source, to_image_shape(other.x, data.shape), torch.zeros(len(other), dtype=torch.long),
                             num_classes=data.num_classes)  # fmt: skip
         spec = self._check_before_querying(victim, data)

@@ -78,3 +78,47 @@ def make_splits(data: ImageSet, *, seed: int, fractions: tuple[float, float, flo
         test=data.subset(indices["test"]),
         indices=indices,
     )
+
+
+OOD_PARTS = ("owner", "attacker")
+OOD_STREAM = 0x4F4F44  # one fixed rule for every dataset, so the two halves never depend on a caller's seed
+
+
+def ood_part(data: ImageSet, part: str) -> ImageSet:
+    """One of two fixed, disjoint halves of a dataset used as out-of-distribution images.
+
+    The owner draws unrelated triggers from the ``"owner"`` half; every attacker query source
+    (distillation with images of another distribution) uses the ``"attacker"`` half, so an attacker
+    never queries an owner's verification trigger. The rule is fixed (a per-class shuffle with one
+    constant seed, the first ceil(n / 2) of each class to the owner), so both sides find the same
+    halves without sharing a seed. An image with an exact copy in the owner's half (photos has one
+    such patch) is left out of the attacker's.
+
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> data = toy_images(0, n=10)
+        >>> owner, attacker = ood_part(data, "owner"), ood_part(data, "attacker")
+        >>> len(owner) + len(attacker), bool(torch.cdist(owner.x.flatten(1), attacker.x.flatten(1)).min() > 0)
+        (10, True)
+    """
+    if part not in OOD_PARTS:
+        raise ConfigError(f"ood_part part must be one of {list(OOD_PARTS)}, got {part!r}")
+    chosen = _ood_positions(data, part)
+    if part == "attacker":  # no exact copy of an owner's image
+        _, copies = torch.unique(data.x.flatten(1), dim=0, return_inverse=True)  # one id per distinct image
+        taken = torch.zeros(int(copies.max()) + 1, dtype=torch.bool)
+        taken[copies[_ood_positions(data, "owner")]] = True
+        chosen = chosen[~taken[copies[chosen]]]
+    return data.subset(chosen)
+
+
+def _ood_positions(data: ImageSet, part: str) -> torch.Tensor:
+    """Sorted positions of ``part``'s half, before copies are removed."""
+    generator = torch.Generator().manual_seed(OOD_STREAM)
+    halves = []
+    for label in torch.unique(data.y):
+        members = torch.nonzero(data.y == label).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        cut = (len(members) + 1) // 2
+        halves.append(members[:cut] if part == "owner" else members[cut:])
+    return torch.sort(torch.cat(halves)).values
