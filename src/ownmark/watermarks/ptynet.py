@@ -512,9 +512,13 @@ class PTYNet:
         on_clean = _answers(oracle, clean)
         on_owner = _answers(oracle, t["verify_x"])
         scores = [_score(on_owner, on_clean, t["targets"][classes], source_y)]
-        for cseed, labels in zip(t["decoy_seeds"].tolist(), t["decoy_targets"], strict=True):
-            answers = _answers(oracle, self.candidate_samples(int(cseed), clean, classes))
-            scores.append(_score(answers, on_clean, labels[classes], source_y))
+        seeds, per_chunk = t["decoy_seeds"].tolist(), max(1, 4096 // len(clean))  # few large queries: less overhead
+        for start in range(0, len(seeds), per_chunk):
+            chunk = seeds[start : start + per_chunk]
+            answers = _answers(oracle, torch.cat([self.candidate_samples(int(c), clean, classes) for c in chunk]))
+            for j, labels in enumerate(t["decoy_targets"][start : start + len(chunk)]):
+                part = answers[j * len(clean) : (j + 1) * len(clean)]
+                scores.append(_score(part, on_clean, labels[classes], source_y))
         matches = int((on_owner == t["verify_y"]).sum())
         decoys = torch.tensor(scores[1:])
         details = {
@@ -527,7 +531,7 @@ class PTYNet:
         )
 
 
-def _answers(oracle: LabelOracle, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def _answers(oracle: LabelOracle, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
     """The oracle's labels for ``x``, asked in batches."""
     return torch.cat([oracle(x[i : i + batch]) for i in range(0, len(x), batch)])
 
