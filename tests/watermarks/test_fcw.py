@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from ownmark.io import load_key, save_key
 from ownmark.models import ModelSpec
 from ownmark.train import TrainConfig, accuracy, predict_logits
 from ownmark.verify import LabelOracle, decide
+from ownmark.verify.randomization import candidate_pvalue
 from ownmark.watermarks import WATERMARKS
 from ownmark.watermarks.fcw import (
     FCW,
@@ -270,21 +272,30 @@ def test_must_hold_constant_model_is_not_owned_over_key_draws(mnist_run) -> None
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: a model biased towards the key's own t is not independent of the key; with the contrast score "
-    "it is claimed under 50-56 of 720 triples (shift 4-8, one pool, measured); per-label z-scores give 0/720 "
-    "but the marked model's p rises to 0.014-0.042 (not OWNED)",
-)
-def test_must_hold_model_biased_to_the_watermark_label_is_not_owned_over_key_draws(mnist_run) -> None:
+def test_must_hold_strongly_label_biased_models_are_not_owned_over_key_draws(mnist_run) -> None:
+    """A model biased towards a label (+8 on its logit) made without the secret: its bias cannot depend on the key.
+
+    Over 20 key draws per bias label it is not OWNED. Over *all* 720 triples of one pool, the share under
+    which it would be OWNED is at most alpha: the rank test is exact for any fixed model. Conditional on the
+    favourite label being the owner's t (probability 1/K) the rate is higher (7-8% measured, one pool, shifts
+    4-8): the README states this beside the promise.
+    """
     ctx, clean, _, _ = mnist_run
     scheme = FCW(FCWConfig(n_verify=10))
-    for seed in range(20):
-        key = scheme.draw_key(clean, ctx.splits.owner, seed=seed)
-        t = int(key.tensors["sources"][2])
-        biased = scheme.detect(biased_towards(clean, t), key)
-        assert biased.details["label_baseline"] > 0.3  # reads 40-68% of the blends as t (measured, one pool)
-        assert not decide(biased, 0.01).owned
+    for label in (3, 7):
+        biased = biased_towards(clean, label)
+        claims = 0
+        for seed in range(20):
+            key = scheme.draw_key(clean, ctx.splits.owner, seed=seed)
+            claims += decide(scheme.detect(biased, key), 0.01).owned
+        assert claims == 0, (label, claims)
+    key = scheme.draw_key(clean, ctx.splits.owner, seed=0)
+    rates = fusion_rates(LabelOracle(biased_towards(clean, 3), num_classes=10), key.tensors["pool_x"], scheme.fuse,
+                         symmetric=True)  # fmt: skip
+    scores = triple_scores(rates)
+    owned = [(i, j, c) for i, j, c in itertools.permutations(range(10), 3)
+             if candidate_pvalue(scores, (i, j, c)) <= 0.01]  # fmt: skip
+    assert len(owned) <= 0.01 * 720  # exact over the key's draw
 
 
 @pytest.mark.slow
