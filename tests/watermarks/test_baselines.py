@@ -76,7 +76,7 @@ def test_marked_beats_unmarked_evidence(name: str, toy: ToyRun) -> None:
     marked, key = toy.runs[name]
     on_marked, on_clean = scheme.detect(marked, key), scheme.detect(toy.clean, key)
     assert on_marked.n == on_clean.n == 16
-    assert on_marked.details["candidates"] == 30 * 4 and on_marked.details["smallest_p"] == 1 / 120
+    assert on_marked.details["candidates"] == 200 and on_marked.details["smallest_p"] == 1 / 200
     assert on_marked.k >= on_clean.k + 4  # margin: a quarter of the verification set
     assert decide(on_marked).p_value < decide(on_clean).p_value
 
@@ -149,7 +149,7 @@ def test_embedding_triggers_come_from_other_classes_and_verification_sources_fro
     assert torch.equal(tensors["verify_source"], data.x[tensors["verify_index"]])
     assert torch.equal(tensors["verify_x"], scheme.apply(tensors["verify_source"], tensors["pattern"]))
     assert len(set(data.y[tensors["verify_index"]].tolist())) == 4  # every class, the target's too
-    assert tensors["decoy_patterns"].shape[0] == 29
+    assert tensors["decoy_patterns"].shape[0] == 199
     assert not torch.equal(tensors["decoy_patterns"][0], tensors["pattern"])
 
 
@@ -245,9 +245,9 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
     if name == "unrelated":  # random labels, memorised: verified on embedding triggers
         assert evidence.n == 50 and evidence.rate >= 0.6  # measured 39/50
         assert decide(evidence).p_value <= 1e-4
-    else:  # held-out triggers; measured 70 (content) and 68 (noise) of 100, p 1/300 (the smallest)
+    else:  # held-out triggers; measured 70 (content) and 68 (noise) of 100, p 1/200 (the smallest)
         assert evidence.n == 100 and evidence.rate >= 0.4
-        assert decide(evidence).p_value == pytest.approx(1 / 300)
+        assert decide(evidence).p_value == pytest.approx(1 / 200)
     assert abs(accuracy(marked, ctx.splits.test) - accuracy(clean, ctx.splits.test)) <= 0.03
     t = key.meta["target"] if key.meta["target"] is not None else 0
     push = 8.0 * torch.nn.functional.one_hot(torch.tensor(t), 10)
@@ -257,19 +257,20 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["content", "noise", "unrelated"])
-def test_null_models_over_100_key_draws_keep_the_false_claim_rate(name: str, mnist) -> None:
-    """100 keys drawn by draw_key against the owner's unmarked model and a label-biased copy: at
-    most 3 claims each at alpha 0.01 (the binomial 95% bound for 100 draws at rate 0.01 is 3)."""
+def test_null_models_over_50_key_draws_keep_the_false_claim_rate(name: str, mnist) -> None:
+    """50 keys drawn by draw_key against the owner's unmarked model and a copy pushed towards each
+    key's own label (+8 on its logit): at most 2 claims each at alpha 0.01 (Binomial(50, 0.01)
+    reaches 3 with probability 1.4%)."""
     ctx, clean = mnist
     scheme = WATERMARKS.get(name)()
     claims = {"unmarked": 0, "biased": 0}
-    for seed in range(100, 200):
+    for seed in range(100, 150):
         key = scheme.draw_key(clean, ctx.splits.owner, seed=seed)
         t = key.meta["target"] if key.meta["target"] is not None else 0
-        push = 3.0 * torch.nn.functional.one_hot(torch.tensor(t), 10)
+        push = 8.0 * torch.nn.functional.one_hot(torch.tensor(t), 10)
         claims["unmarked"] += decide(scheme.detect(clean, key)).owned
         claims["biased"] += decide(scheme.detect(lambda x, push=push: predict_logits(clean, x) + push, key)).owned
-    assert max(claims.values()) <= 3, claims
+    assert max(claims.values()) <= 2, claims
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +302,8 @@ def test_unrelated_triggers_come_from_the_owners_half_and_never_from_the_attacke
     attacker = to_image_shape(ood_part(load_dataset("photos"), "attacker").x, data.shape)
     for cfg in (UnrelatedConfig(**{**TOY, "n_embed": 100, "n_verify": 50}), toy_config("unrelated")):
         tensors, _ = Unrelated(cfg).make_triggers(data, seed=0)
-        used = torch.cat([tensors["embed_x"]] + ([tensors["decoy_x"].flatten(0, 1)] if "decoy_x" in tensors else []))
+        decoys = [tensors["ood_pool"][tensors["decoy_index"].flatten()]] if "decoy_index" in tensors else []
+        used = torch.cat([tensors["embed_x"], *decoys])
         assert torch.cdist(used.flatten(1), attacker.flatten(1), compute_mode=EXACT).min() > 1e-4
         assert torch.cdist(used.flatten(1), owner.flatten(1), compute_mode=EXACT).min(1).values.max() < 1e-5
 

@@ -9,10 +9,13 @@ independence is the model, never the trigger image. Two tests, both exact by con
 
 - one label (content, noise, unrelated ``labels="target"``): the key is one draw of a public
   procedure (a secret patch, a secret noise pattern or a secret set of unrelated images) and a
-  label t drawn uniformly. ``decoys`` more draws of the same procedure are kept in the key. The
-  suspect's share of answers c on the triggers of draw d, minus its share of c on controls, scores
-  every candidate (d, c); the owner's (0, t) ranks uniformly among them for any model made without
-  the secret, so ``p = rank / ((decoys + 1) K)`` (:mod:`ownmark.verify.randomization`).
+  label t. ``decoys`` more draws of the same procedure are kept in the key. The suspect's share of
+  answers t on the triggers of each draw scores it; the owner's draw ranks uniformly among the
+  ``decoys + 1`` for any model made without the secret draw, even one that knows or favours t, so
+  ``p = rank / (decoys + 1)`` (:mod:`ownmark.verify.randomization`). Ranking (draw, label) pairs
+  over all K labels would divide the smallest p-value by K, but is not valid for a suspect biased
+  towards t: measured on mnist5k noise keys, a clean model with +8 on the logit of the key's label
+  was claimed under 3 of 26 keys at alpha 0.01.
 - random labels (unrelated, the default): a permutation test over the secret arrangement of a
   balanced label multiset (:func:`ownmark.verify.randomization.permutation_pvalue`).
 
@@ -47,7 +50,6 @@ from ownmark.verify import LabelOracle
 from ownmark.verify.randomization import (
     NULL_HYPOTHESIS,
     PERMUTATION_TEST,
-    label_contrast,
     permutation_pvalue,
     randomization_evidence,
 )
@@ -70,16 +72,15 @@ class TriggerSetConfig:
     Args:
         n_embed, n_verify: triggers used for embedding, and held-out triggers for verification
             (made from other source images, never seen in embedding).
-        target: the watermark label; -1 draws it uniformly from the seed. A fixed target leaves
-            only the decoy draws as candidates (smallest p-value ``1 / (decoys + 1)``).
+        target: the watermark label; -1 draws it from the seed. The label is not part of what the
+            test ranks (see :class:`Content`), so a fixed target costs no validity.
         triggers_per_batch: triggers joined to every clean batch of ``batch_size`` images.
         milestones: fractions of ``epochs`` after which the learning rate falls x0.1; none by
             default (a constant lr 0.01 over 10 epochs, measured on mnist5k: 70 and 68 of 100
-            held-out content and noise triggers, p 1/300; the paper presets keep FCW's).
+            held-out content and noise triggers; the paper presets keep FCW's).
         decoys: further draws of the trigger procedure kept in the key for verification (one-label
-            schemes): ``(decoys + 1) * K`` candidates, so the smallest p-value is
-            ``1 / ((decoys + 1) K)`` (1/300 with K = 10) and verification costs
-            ``(decoys + 2) * n_verify`` queries.
+            schemes): the smallest p-value is ``1 / (decoys + 1)`` (1/200 by default) and
+            verification costs about ``(decoys + 2) * n_verify`` queries (20,100 by default).
         negatives_per_batch: images carrying a fresh draw of the trigger procedure with their own
             label, joined to every batch (one-label schemes; ownmark's addition, not the papers'),
             so the model learns the secret draw rather than the kind of trigger. Without them the
@@ -98,7 +99,7 @@ class TriggerSetConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     milestones: tuple[float, ...] = ()
-    decoys: int = 29
+    decoys: int = 199
     negatives_per_batch: int = 20
 
     def __post_init__(self) -> None:
@@ -347,7 +348,6 @@ class TriggerSetBaseline:
         trig, target = self.make_triggers(data, seed=seed)
         meta = {"num_classes": data.num_classes, "input_shape": list(data.shape), "dataset": data.name}
         meta["target"] = target  # None: a random label per trigger
-        meta["label_drawn"] = self.config.target == -1
         return Key(self.name, config_dict(self.config), trig, meta)
 
     def negatives(
@@ -396,7 +396,7 @@ class TriggerSetBaseline:
         return source, [t["verify_x"]] + [self.apply(source, d) for d in draws[1:]]
 
     def detect(self, suspect, key: Key, *, p0: float | None = None) -> Evidence:
-        """Rank of the owner's (draw, label) among all candidates' label contrasts on the suspect.
+        """Rank of the owner's draw among all draws by the suspect's share of answers t on their triggers.
 
         ``p0`` must stay None: the test is exact without one.
         """
@@ -406,16 +406,14 @@ class TriggerSetBaseline:
         oracle = LabelOracle(suspect, num_classes=num_classes)
         control_x, sets = self.candidate_sets(key)
         shares = torch.stack([answer_shares(oracle, x, num_classes) for x in sets])  # (draws, K)
-        control = answer_shares(oracle, control_x, num_classes) if control_x is not None else None
-        scores = label_contrast(shares, control)
-        if not key.meta.get("label_drawn", True):  # a fixed label is no secret: only the draws compete
-            scores[:, torch.arange(num_classes) != target] = -float("inf")
+        scores = shares[:, target]  # the label column only: valid even for a suspect that favours t
         n = len(sets[0])
-        details = {"control_k": None if control is None else round(float(control[target]) * n),
-                   "decoy_best": float(scores[1:].max()) if len(sets) > 1 else None}  # fmt: skip
+        details = {"decoy_best_k": round(float(scores[1:].max()) * n) if len(sets) > 1 else None}
+        if control_x is not None:  # the same sources without the trigger: how often t comes anyway
+            details["control_k"] = round(float(answer_shares(oracle, control_x, num_classes)[target]) * n)
         return randomization_evidence(
-            self.name, scores, (0, target), k=round(float(shares[0, target]) * n), n=n, queries=oracle.queries,
-            what=f"{len(sets)} draws of the trigger procedure x {int((scores[0] > -float('inf')).sum())} labels",
+            self.name, scores, 0, k=round(float(scores[0]) * n), n=n, queries=oracle.queries,
+            what=f"{len(sets)} draws of the trigger procedure, scored by their share of label {target}",
             details=details,
         )  # fmt: skip
 
@@ -452,15 +450,15 @@ class Content(TriggerSetBaseline):
     other random patches, keeping their label) teach the model that only the secret patch counts.
 
     Verification (issue 14): the null hypothesis is that the suspect was made without the owner's
-    secret; the unit of independence is the model. The key is one draw of the trigger procedure and
-    a label t drawn uniformly; ``decoys`` more draws of the same procedure are in the key. Every
-    candidate (draw d, label c) scores the suspect's share of answers c on the held-out sources
-    with draw d applied, minus its share of c on the same sources without it (controls), so a model
-    biased to c gains nothing; the owner's (0, t) ranks uniformly among the ``(decoys + 1) K``
-    candidates for any model made without the secret (ties count against the owner), which is the
+    secret draw; the unit of independence is the model. ``decoys`` more draws of the same procedure
+    are in the key; each draw is scored by the suspect's share of answers t on the held-out sources
+    with that draw applied, and the owner's draw ranks uniformly among the ``decoys + 1`` for any
+    model made without it, even one that knows or favours t (ties count against the owner). The
     only assumption: the owner drew the key by this procedure before seeing the suspect. Held-out
-    sources come from every class, independently of t. Smallest p-value ``1 / ((decoys + 1) K)``
-    (1/300 with the defaults on 10 classes); queries ``(decoys + 2) * n_verify`` (3,100).
+    sources come from every class, independently of t. Smallest p-value ``1 / (decoys + 1)``
+    (1/200 by default); queries ``(decoys + 2) * n_verify`` (20,100, controls included). Why this
+    test: the old binomial against 1/K claims any model biased towards t; ranking over every
+    (draw, label) pair gave 1/K more resolution but claimed a t-biased model under 3 of 26 keys.
 
     Reference:
         Zhang, Gu, Jang, Wu, Stoecklin, Huang, Molloy, "Protecting Intellectual Property of Deep
@@ -472,7 +470,7 @@ class Content(TriggerSetBaseline):
         >>> marked, key = Content(cfg).embed(ModelSpec("cnn2", 3, 4, 16).build(), toy_images(), seed=0)
         >>> evidence = Content().detect(marked, key)
         >>> evidence.n, evidence.details["smallest_p"], tuple(key.tensors["pattern"].shape)
-        (4, 0.008333333333333333, (3, 3, 3))
+        (4, 0.005, (3, 3, 3))
     """
 
     name = "content"
@@ -502,15 +500,15 @@ class Noise(TriggerSetBaseline):
     the secret pattern counts. Verification adds the same pattern to held-out images.
 
     Verification (issue 14): the null hypothesis is that the suspect was made without the owner's
-    secret; the unit of independence is the model. The key is one draw of the trigger procedure and
-    a label t drawn uniformly; ``decoys`` more draws of the same procedure are in the key. Every
-    candidate (draw d, label c) scores the suspect's share of answers c on the held-out sources
-    with draw d applied, minus its share of c on the same sources without it (controls), so a model
-    biased to c gains nothing; the owner's (0, t) ranks uniformly among the ``(decoys + 1) K``
-    candidates for any model made without the secret (ties count against the owner), which is the
+    secret draw; the unit of independence is the model. ``decoys`` more draws of the same procedure
+    are in the key; each draw is scored by the suspect's share of answers t on the held-out sources
+    with that draw applied, and the owner's draw ranks uniformly among the ``decoys + 1`` for any
+    model made without it, even one that knows or favours t (ties count against the owner). The
     only assumption: the owner drew the key by this procedure before seeing the suspect. Held-out
-    sources come from every class, independently of t. Smallest p-value ``1 / ((decoys + 1) K)``
-    (1/300 with the defaults on 10 classes); queries ``(decoys + 2) * n_verify`` (3,100).
+    sources come from every class, independently of t. Smallest p-value ``1 / (decoys + 1)``
+    (1/200 by default); queries ``(decoys + 2) * n_verify`` (20,100, controls included). Why this
+    test: the old binomial against 1/K claims any model biased towards t; ranking over every
+    (draw, label) pair gave 1/K more resolution but claimed a t-biased model under 3 of 26 keys.
 
     Reference:
         Zhang, Gu, Jang, Wu, Stoecklin, Huang, Molloy, "Protecting Intellectual Property of Deep
@@ -521,7 +519,7 @@ class Noise(TriggerSetBaseline):
         >>> cfg = NoiseConfig(n_embed=4, n_verify=4, epochs=1, batch_size=16, triggers_per_batch=2)
         >>> marked, key = Noise(cfg).embed(ModelSpec("cnn2", 3, 4, 16).build(), toy_images(), seed=0)
         >>> Noise().detect(marked, key).n, tuple(key.tensors["decoy_patterns"].shape)
-        (4, (29, 3, 16, 16))
+        (4, (199, 3, 16, 16))
     """
 
     name = "noise"
@@ -556,13 +554,13 @@ class Unrelated(TriggerSetBaseline):
     gets p = 1). Smallest p-value 1 / (1 + 99,999); ``n_verify`` queries (50).
 
     One label: the owner's set is one uniform draw of ``n_verify`` images of the owner's half and
-    ``decoys`` more draws are kept in the key; every candidate (set d, label c) scores the suspect's
-    share of c on set d minus its mean share of c over all sets, and the owner's (0, t) ranks
-    uniformly among the ``(decoys + 1) K`` candidates. A model that learnt "unrelated means t"
+    ``decoys`` more draws (their positions, and the owner's half itself, are kept in the key); each
+    set is scored by the suspect's share of answers t on it, and the owner's set ranks uniformly
+    among the ``decoys + 1`` for any model made without it. A model that learnt "unrelated means t"
     would tie with every decoy set, so embedding joins negatives (other images of the owner's half
     labelled with the clean model's own answer) and the triggers are memorised, not generalised
     (ownmark's change to Zhang et al., who verify on held-out unrelated images: their one-label
-    test cannot be made valid below 1/K). Smallest p-value ``1 / ((decoys + 1) K)``; queries
+    test cannot be made valid below 1/K). Smallest p-value ``1 / (decoys + 1)``; queries
     ``(decoys + 1) * n_verify``.
 
     Reference:
@@ -628,8 +626,9 @@ class Unrelated(TriggerSetBaseline):
                    "verify_index": idx[:nv]}  # fmt: skip
         if target is not None:  # decoy sets: the same draw (nv uniform images of the owner's half), repeated
             decoy_gen = torch.Generator().manual_seed(key_seed(seed, DECOY_STREAM))
-            tensors["decoy_x"] = torch.stack(
-                [pool[torch.randperm(len(pool), generator=decoy_gen)[:nv]] for _ in range(cfg.decoys)]
+            tensors["ood_pool"] = pool  # positions, not copies: 199 sets of 100 images would be 60 MB
+            tensors["decoy_index"] = torch.stack(
+                [torch.randperm(len(pool), generator=decoy_gen)[:nv] for _ in range(cfg.decoys)]
             )
         return {k: v.clone() for k, v in tensors.items()}, target
 
@@ -652,9 +651,10 @@ class Unrelated(TriggerSetBaseline):
         return hook
 
     def candidate_sets(self, key):
-        if "decoy_x" not in key.tensors:
+        if "decoy_index" not in key.tensors:
             raise KeyMismatchError("this unrelated key holds no decoy sets (made before issue 14); embed again")
-        return None, [key.tensors["verify_x"]] + list(key.tensors["decoy_x"])
+        pool = key.tensors["ood_pool"]
+        return None, [key.tensors["verify_x"]] + [pool[i] for i in key.tensors["decoy_index"]]
 
     def detect(self, suspect, key: Key, *, p0: float | None = None) -> Evidence:
         """One label: rank among decoy sets. Random labels: permutation test over the arrangement."""
