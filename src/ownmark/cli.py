@@ -518,7 +518,7 @@ def demo(
     """Train, embed FCW, attack (FTAL, pruning), verify, print verdicts, write OUT/demo.md."""
     from ownmark.bench.demo import run_demo
 
-    rows, seq = run_demo(out, seed=seed, say=lambda m: console.print(f"[dim]{m}[/]"))
+    rows = run_demo(out, seed=seed, say=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table("model", "role", "clean acc", "matches", "p-value", "decision", "queries")
     for r in rows:
         colour = "red" if r.verdict.owned else "green"
@@ -526,13 +526,12 @@ def demo(
             r.model,
             r.role,
             f"{r.accuracy:.3f}",
-            f"{r.verdict.statistic}/{r.verdict.n}",
+            r.matches,
             f"{r.verdict.p_value:.2e}",
             f"[{colour}]{r.verdict.decision}[/]",
             str(r.verdict.queries),
         )
     console.print(table)
-    console.print(f"sequential verification of the marked model: {seq.decision} after {seq.queries} queries")
     console.print(f"report written to {out / 'demo.md'}")
 
 
