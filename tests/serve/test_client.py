@@ -103,19 +103,41 @@ def test_budgets_are_exact_under_concurrent_clients(serve: Serve, victim: nn.Mod
             assert other(x).shape == (1, 4) and other.remaining == 199
 
 
+def _memorise(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` that answers ``y`` on ``x`` (a marked model by construction)."""
+    marked = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(marked.parameters(), lr=1e-2)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(marked(x), y)
+        loss.backward()
+        opt.step()
+    marked.eval()
+    assert bool((marked(x).argmax(1) == y).all())
+    return marked
+
+
+def _random_label_key(x: torch.Tensor, num_classes: int, seed: int) -> Key:
+    """An unrelated-trigger key with secret balanced random labels: exact permutation test."""
+    from ownmark.watermarks.baselines import balanced_labels
+
+    y = balanced_labels(len(x), num_classes, torch.Generator().manual_seed(seed))
+    return Key("unrelated", {}, {"verify_x": x, "verify_y": y}, {"num_classes": num_classes, "target": None})
+
+
 def test_verification_of_a_served_suspect_gives_the_in_process_verdict(serve: Serve, victim: nn.Module) -> None:
     xv = torch.rand(40, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    key = Key("fcw", {}, {"verify_x": xv, "verify_y": victim(xv).argmax(1)}, {"num_classes": 4})
-    innocent = copy.deepcopy(victim)  # answers another class than the victim on every trigger
-    with torch.no_grad():
-        [*innocent.modules()][-1].bias[int(key.tensors["verify_y"].mode().values + 1) % 4] += 1e3
-    scheme = WATERMARKS.get("fcw")()
-    with serve({"victim": victim, "innocent": innocent}, ServeConfig(budget=1000)) as url:
-        for name, model in [("victim", victim), ("innocent", innocent)]:
+    key = _random_label_key(xv, 4, seed=5)
+    marked = _memorise(victim, xv, key.tensors["verify_y"])
+    scheme = WATERMARKS.get("unrelated")()
+    with serve({"marked": marked, "innocent": victim}, ServeConfig(budget=1000)) as url:
+        for name, model in [("marked", marked), ("innocent", victim)]:
             with RemoteModel(f"{url}/v1/models/{name}", TOKEN) as remote:
                 over_http = decide(scheme.detect(remote, key))
                 assert over_http == decide(scheme.detect(model, key))
-                assert over_http.queries == remote.queries == 40 and over_http.owned == (name == "victim")
+                assert over_http.queries == remote.queries == 40 and over_http.owned == (name == "marked")
+        # the untrained model answers one class everywhere: it matches a quarter of the labels, p = 1
+        assert decide(scheme.detect(victim, key)).p_value == 1.0
 
 
 def test_client_errors_are_one_clear_ownmark_error(serve: Serve, victim: nn.Module) -> None:
@@ -142,16 +164,17 @@ def test_client_errors_are_one_clear_ownmark_error(serve: Serve, victim: nn.Modu
 
 def test_cli_attacks_and_verifies_over_the_wire(serve: Serve, tmp_path: Path, one_thread: None) -> None:
     torch.manual_seed(0)
-    model = ModelSpec("cnn2", 1, 10, 8).build().eval()  # takes the digits dataset
     xv = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    save_key(tmp_path / "key", Key("fcw", {}, {"verify_x": xv, "verify_y": model(xv).argmax(1)}, {"num_classes": 10}))
+    key = _random_label_key(xv, 10, seed=2)
+    model = _memorise(ModelSpec("cnn2", 1, 10, 8).build().eval(), xv, key.tensors["verify_y"])  # takes digits
+    save_key(tmp_path / "key", key)
     save_model(tmp_path / "model", model)
     runner = CliRunner()
     with serve({"model": model}, ServeConfig(budget=100)) as url:
         result = runner.invoke(cli.app, ["verify", "--key", str(tmp_path / "key"), "--target-url", url,
                                          "--model", str(tmp_path / "model")], env={"OWNMARK_TOKEN": TOKEN})  # fmt: skip
         assert result.exit_code == 0, result.output
-        rows = [line.split("│")[2:] for line in result.output.splitlines() if "30/30" in line]
+        rows = [line.split("│")[2:] for line in result.output.splitlines() if "30 (n=30)" in line]
         assert len(rows) == 2 and rows[0] == rows[1] and "OWNED" in rows[0][3], result.output  # same verdict
         result = runner.invoke(cli.app, [
             "attack", "distill", "--target-url", url, "--token", TOKEN, "--out", str(tmp_path / "stolen"),
