@@ -4,7 +4,7 @@ config checks, and the must-hold figures on mnist5k at reduced scale."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -257,14 +257,15 @@ def test_must_hold_baselines_on_mnist5k(name: str, mnist) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["content", "noise", "unrelated"])
-def test_null_models_over_50_key_draws_keep_the_false_claim_rate(name: str, mnist) -> None:
-    """50 keys drawn by draw_key against the owner's unmarked model and a copy pushed towards each
-    key's own label (+8 on its logit): at most 2 claims each at alpha 0.01 (Binomial(50, 0.01)
-    reaches 3 with probability 1.4%)."""
+def test_null_models_over_30_key_draws_keep_the_false_claim_rate(name: str, mnist) -> None:
+    """30 keys drawn by draw_key against the owner's unmarked model and a copy pushed towards each
+    key's own label (+8 on its logit): at most 2 claims each at alpha 0.01 (Binomial(30, 0.01)
+    reaches 3 with probability 0.3%). 99 decoys of 50 images (smallest p 0.01, still <= alpha)
+    keep the test within a minute; the rank's validity does not depend on those sizes."""
     ctx, clean = mnist
-    scheme = WATERMARKS.get(name)()
+    scheme = WATERMARKS.get(name)(replace(WATERMARKS.get(name).config_class(), decoys=99, n_verify=50))
     claims = {"unmarked": 0, "biased": 0}
-    for seed in range(100, 150):
+    for seed in range(100, 130):
         key = scheme.draw_key(clean, ctx.splits.owner, seed=seed)
         t = key.meta["target"] if key.meta["target"] is not None else 0
         push = 8.0 * torch.nn.functional.one_hot(torch.tensor(t), 10)
