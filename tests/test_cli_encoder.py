@@ -44,9 +44,9 @@ def test_train_probe_embed_verify_an_encoder(tmp_path) -> None:
                  "--set", "eps=0.2")  # fmt: skip
     assert "null margin tau" in out and (marked / "key.safetensors").is_file()
     out = invoke("verify", "--key", marked / "key", "--model", marked / "marked", "--model", enc)
-    decisions = [("OWNED" if "OWNED" in line else "not") for line in out.splitlines() if "t-test" in line]
+    decisions = [("OWNED" if "OWNED" in line else "not") for line in out.splitlines() if "decoy keys" in line]
     assert decisions == ["OWNED", "not"], out  # rows in the order of --model: marked, then the clean encoder
-    assert "negative controls" in out and "null-4" in out
+    assert "200 candidate keys" in out and "5.00e-03" in out  # the smallest p 199 decoys can give
     out = invoke("attack", "prune", "--model", marked / "marked", "--dataset", "digits", "--out", tmp_path / "pruned",
                  "--set", "amount=0.3")  # fmt: skip
     assert "attacked encoder probe" in out
