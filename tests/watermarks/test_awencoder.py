@@ -2,7 +2,7 @@
 
 Scale, so the file runs in about 3 minutes on an idle 2-core CPU: the secret variant (the default;
 the paper's adversarial delta is not verifiable by the decoy rank at this scale, see the module
-docstring of ownmark.watermarks.awencoder, and no test runs it: its embedding alone takes ~160 s),
+docstring of ownmark.watermarks.awencoder; no test here measures it: its embedding takes ~160 s),
 99 decoys (smallest p 0.01), 100 verification images, 5 embedding epochs (the default is 20), and
 two independent null encoders (4 SSL epochs on the attacker's data).
 """
@@ -101,8 +101,8 @@ def tuned_nulls(nulls, mnist_splits):
 def test_downstream_fine_tuning_at_lr_1e_4_weakens_the_reduced_scale_mark(marked, mnist_splits, mnist_encoder) -> None:
     """Fine-tuning that keeps utility (Adam lr 1e-4, 3 epochs) on this 5-epoch mark: measured, the
     effect falls from 0.145 to 0.030 and the owner's key ranks 8th of 100 (p 0.08): NOT owned at
-    alpha 0.01 at this scale. The default 20 epochs (199 decoys, 200 images) met the must-hold
-    (p 0.005) before this file was cut down; at lr 1e-3 the secret variant is lost (BENCHMARKS.md)."""
+    alpha 0.01 at this scale. The default 20 epochs (199 decoys, 200 images) met the must-hold (owned
+    at 0.01) in CI before this file was cut down; at lr 1e-3 the secret variant is lost (BENCHMARKS.md)."""
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
 
     scheme, encoder, key = marked

@@ -58,7 +58,8 @@ any suspect is seen; the clean encoder's effects are 0.030 +- 0.004 for every ca
 ranks barely move: p 0.08 marked, 0.09 fine-tuned at 1e-4), and the effect on the candidate's own
 key image minus the mean over the other candidates' (p 0.11, and 0.08 by key image). The owner's
 clean encoder and three independent encoders were not claimed by any of these scores (p >= 0.28).
-No test runs the adversarial variant: its draw and embedding alone take about 160 s on one CPU thread.
+No test measures the adversarial variant on mnist5k (only toy draws): drawing its 100 candidates
+and embedding take about 160 s on one CPU thread.
 
 Reference:
     Zhang, Wu, Lu, Sun, "AWEncoder: Adversarial Watermarking Pre-trained Encoders in Contrastive
