@@ -42,7 +42,11 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "output-jpeg", "set": {"quality": 75}},
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
-ENCODER_SCHEMES = {"awencoder": {}, "awencoder-secret": {"scheme": "awencoder", "preset": "secret"}}
+# (the scheme's default is now the secret variant, so the paper's row names its preset)
+ENCODER_SCHEMES = {
+    "awencoder": {"preset": "adversarial"},
+    "awencoder-secret": {"scheme": "awencoder", "preset": "secret"},
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
