@@ -356,14 +356,15 @@ class AWEncoder:
             v0, v1 = two_views(augment, x, seed, step)
             base = two_views(augment, x, seed + 1, step)[0] if cfg.marked_views else x
             xm = (base + delta.to(x.device)).clamp(0, 1)
+            e0 = e0x[idx.cpu()].to(x.device)  # the clean features live on the CPU, the batch may not
             if cfg.lambda_neg == 0:
-                return forward(v0, v1, x, xm, e0x[idx])
+                return forward(v0, v1, x, xm, e0)
             g = torch.Generator().manual_seed(key_seed(seed, NEGATIVE_STREAM) + step)  # keyed by step: resumable
             r = (torch.randint(0, 2, x.shape, generator=g).float() * 2 - 1) * eps
             xr = (x + r.to(x.device)).clamp(0, 1)
             with torch.no_grad():
                 e0r = clean.to(x.device)(xr)
-            return forward(v0, v1, x, xm, e0x[idx], xr, e0r)
+            return forward(v0, v1, x, xm, e0, xr, e0r)
 
         refresh = cfg.freeze_bn and cfg.bn_refresh > 0
         bn_images = train.x[torch.randperm(len(train), generator=g)[:1024]] if refresh else None
