@@ -93,8 +93,7 @@ def tuned_nulls(nulls, mnist_splits):
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig
 
     tune = EncoderFineTune(EncoderFineTuneConfig(epochs=3, lr=1e-3))
-    tuned = {name: tune(enc, mnist_splits.attacker, seed=0)[0] for name, enc in nulls.items()}
-    return tuned
+    return {name: tune(enc, mnist_splits.attacker, seed=0)[0] for name, enc in nulls.items()}
 
 
 @pytest.mark.slow
