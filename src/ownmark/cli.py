@@ -577,13 +577,19 @@ def report(
 
 @bench_app.command("validity")
 def bench_validity(
-    preset: Annotated[str, typer.Option(help="default (200 keys x 24 suspects per scheme), or tiny (seconds).")] = (
-        "default"
-    ),
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="default (classifiers: 200 keys x 24 suspects per scheme), encoder, image2image (200 keys x 15 / 13 "
+            "suspects), or tiny, tiny-encoder, tiny-image2image (minutes). Default: the family's."
+        ),
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="Folder for cached models, rows, figure and section.")] = None,
     scheme: Annotated[list[str] | None, typer.Option(help="Run only this scheme of the preset (repeatable).")] = None,
     keys: Annotated[int | None, typer.Option(help="Key draws per scheme (default: the preset's).")] = None,
-    family: Annotated[str, typer.Option(help="Model family (classifier).")] = "classifier",
+    family: Annotated[
+        str | None, typer.Option(help="Model family: classifier, encoder or image2image (default: the preset's).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Markdown file whose validity section to write.")] = None,
 ) -> None:
     """Do verdicts keep their promise? Null p-values over many key draws x independent suspects.
@@ -595,17 +601,20 @@ def bench_validity(
     A re-run resumes from the cached models and rows.
     """
     from ownmark.bench.benchmarks_md import update_section
-    from ownmark.bench.validity import run_validity
+    from ownmark.bench.validity import FAMILY_PRESET, PRESETS, run_validity
 
-    workdir = workdir or Path("runs") / "bench" / f"validity-{preset}"
+    chosen = preset or FAMILY_PRESET.get(family or "classifier", "default")
+    workdir = workdir or Path("runs") / "bench" / f"validity-{chosen}"
     report = run_validity(workdir, preset=preset, schemes=scheme, n_keys=keys, family=family)
     section = (workdir / "validity.md").read_text(encoding="utf-8")
     console.print(section)
     if report.errors:
         console.print(f"[red]{len(report.errors)} scheme(s) failed:[/] {report.errors}")
     if out is not None:
-        update_section(out, "validity", section)
-        console.print(f"validity section -> {out}")
+        fam = PRESETS[chosen].family
+        name = "validity" if fam == "classifier" else f"validity-{fam}"
+        update_section(out, name, section)
+        console.print(f"{name} section -> {out}")
 
 
 @bench_app.command("timings")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,8 +84,12 @@ def test_run_validity_refuses_unknown_preset_scheme_and_family(tmp_path):
         run_validity(tmp_path, preset="huge")
     with pytest.raises(ConfigError, match="not in preset"):
         run_validity(tmp_path, preset="tiny", schemes=["awencoder"])
-    with pytest.raises(ConfigError, match="classifier"):
-        run_validity(tmp_path, family="encoder")
+    with pytest.raises(ConfigError, match="family 'classifier', not 'encoder'"):
+        run_validity(tmp_path, preset="tiny", family="encoder")
+    with pytest.raises(ConfigError, match="no model family"):
+        run_validity(tmp_path, family="audio")
+    with pytest.raises(ConfigError, match="family"):
+        ValiditySettings(family="audio")
     with pytest.raises(ConfigError, match="unknown tests"):
         ValiditySettings(tests={"fcw": ("t-test",)})
 
@@ -154,3 +159,89 @@ def test_outputs_are_written_and_a_rerun_resumes_from_them(tiny_run):
     assert again.seconds["total"] < max(10.0, report.seconds["total"] / 2)
     assert [r["p_value"] for r in again.rows] == [r["p_value"] for r in report.rows]
     assert not any(math.isnan(s["rate@0.01"]) for s in again.summary)
+
+
+# --------------------------------------------------------------------------- encoders, image-to-image
+@pytest.fixture(scope="module")
+def tiny_encoder_run(tmp_path_factory, one_thread):
+    workdir = tmp_path_factory.mktemp("validity-encoder")
+    return workdir, run_validity(workdir, preset="tiny-encoder")
+
+
+@pytest.mark.slow
+def test_encoder_nulls_are_claimed_no_more_than_alpha_and_the_marked_encoder_is(tiny_encoder_run):
+    from ownmark.bench.validity_families import ENCODER_SUSPECTS_TINY
+
+    _, report = tiny_encoder_run
+    assert report.errors == {}
+    settings = PRESETS["tiny-encoder"]
+    nulls = [r for r in report.rows if r["role"] == "null"]
+    assert len(nulls) == settings.n_keys * len(ENCODER_SUSPECTS_TINY)
+    assert {r["family"] for r in report.rows} == {"encoder"}
+    # a constant feature vector gives every candidate the same effect: ties count against the owner
+    assert all(r["p_value"] == 1.0 for r in nulls if r["suspect"] == "constant-features")
+    s = report.summary[0]
+    # 96 nulls: ~1 expected at 0.01 and ~5 at 0.05 (measured 2 and 4); P(>= 5) and P(>= 12) are ~0.003
+    assert s["valid"] and s["claims@0.01"] <= 4 and s["claims@0.05"] <= 11
+    assert s["smallest_p"] == pytest.approx(0.01)
+    marked = [r for r in report.rows if r["role"] == "marked"]
+    assert len(marked) == 1 and marked[0]["draw_key_matches_embed"] and marked[0]["p_value"] <= 0.01
+    assert "## Validity (encoders)" in Path(report.files["validity.md"]).read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_i2i_run(tmp_path_factory, one_thread):
+    workdir = tmp_path_factory.mktemp("validity-i2i")
+    return workdir, run_validity(workdir, preset="tiny-image2image")
+
+
+@pytest.mark.slow
+def test_image2image_nulls_keep_the_exact_bit_test_valid(tiny_i2i_run):
+    from ownmark.bench.validity_families import I2I_SUSPECTS_TINY
+
+    _, report = tiny_i2i_run
+    assert report.errors == {}
+    nulls = [r for r in report.rows if r["role"] == "null"]
+    assert len(nulls) == PRESETS["tiny-image2image"].n_keys * len(I2I_SUSPECTS_TINY)
+    s = report.summary[0]
+    assert s["smallest_p"] < 1e-18  # 1 / C(64, 32)
+    assert s["valid"] and s["claims@0.01"] <= 3 and s["max_ecdf_excess"] < 0.2
+    # the identity, a grey image and a classical filter never saw the owner's network
+    outside = [r["p_value"] for r in nulls if r["kind"] in ("identity", "constant", "filter")]
+    assert len(outside) == 3 * PRESETS["tiny-image2image"].n_keys and min(outside) > 1e-3
+
+
+def test_deepwm_keys_share_an_extractor_and_redraw_the_secret():
+    from types import SimpleNamespace
+
+    from ownmark.bench.validity_families import deepwm_keys
+    from ownmark.core import Key
+
+    def draw_key(model, data, *, seed):
+        bits = torch.tensor([1, 0] * 8)
+        return Key("deepwm", {}, {"R.w": torch.full((2,), float(seed)), "bits": bits}, {"seed": seed})
+
+    def with_bits(key, seed):
+        g = torch.Generator().manual_seed(seed)
+        return Key("deepwm", {}, {**key.tensors, "bits": torch.randperm(16, generator=g) % 2}, dict(key.meta))
+
+    scheme = SimpleNamespace(draw_key=draw_key, with_bits=with_bits)
+    keys = deepwm_keys(scheme, None, None, [10, 11, 12, 13, 14], extractors=2)
+    assert [float(k.tensors["R.w"][0]) for k in keys] == [10, 11, 10, 11, 10]
+    assert len({tuple(k.tensors["bits"].tolist()) for k in keys}) >= 4
+    with pytest.raises(ConfigError, match="extractor"):
+        deepwm_keys(scheme, None, None, [1], extractors=0)
+
+
+def test_encoder_and_i2i_answerers_from_outside_the_project():
+    from ownmark.bench.validity_families import ConstantImage, Identity, PixelFeatures, UnsharpMask
+
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(Identity()(x), x) and (ConstantImage()(x) == 0.5).all()
+    sharp = UnsharpMask()(x)
+    assert not sharp.isnan().any()
+    assert sharp.shape == x.shape and 0 <= sharp.min() and sharp.max() <= 1 and not torch.equal(sharp, x)
+    for kind in ("pca", "random"):
+        assert PixelFeatures(kind, torch.rand(40, 3, 8, 8), 4, 0)(x).shape == (5, 4)
+    with pytest.raises(ConfigError, match="pca"):
+        PixelFeatures("umap", x, 4, 0)

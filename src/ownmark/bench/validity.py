@@ -22,12 +22,12 @@ A test may be added beside a scheme's own ``detect`` to show the benchmark catch
 binomial against ``p0 = 1/K`` (the trigger-set evidence of the old FCW and of the baselines), which
 any model that reads fused or patched images as one label defeats.
 
-Plug points per family: :data:`ownmark.bench.nulls_zoo.ZOOS` (the suspects) and
-:func:`draw_key` (the keys). Only classifiers are implemented: encoder keys (AWEncoder) need a
-trained encoder per key draw unless the scheme's ``draw_key`` lands, and image-to-image keys
-(deepwm) need a trained extractor per key; their zoos (SSL encoders of other seeds and methods,
-independently trained image-to-image targets) exist in :mod:`ownmark.bench.families` as the
-matrix's null specs and can be plugged in the same way.
+Families: classifiers (:mod:`ownmark.bench.nulls_zoo`: FCW, content, noise, unrelated, PTYNet),
+encoders and image-to-image networks (:mod:`ownmark.bench.validity_families`: AWEncoder's secret
+variant over 200 key draws on the owner's clean encoder; deep output watermarking over 200 secrets
+spread across a few trained extractors, since the extractor never reads the secret). Each family
+is one preset (``default``, ``encoder``, ``image2image``; ``tiny*`` for tests). Keys of the
+encoder and image-to-image presets draw no marked model; their marked rows embed one.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from ownmark.errors import ConfigError, UnknownNameError
 log = logging.getLogger(__name__)
 
 OWN_TEST = "detect"
+FAMILIES = ("classifier", "encoder", "image2image")
 INVALID_TEST = "binomial-1/K"
 Row = dict[str, Any]
 
@@ -117,9 +118,14 @@ class ValiditySettings:
         zoo: ``default`` (24 suspects) or ``tiny`` (8).
         marked_seeds: keys really embedded (the true-positive rate); ``attack``: the attack run on
             each marked model (``none`` to skip).
-        clean_epochs: training epochs of the owner's model and of the trained suspects.
+        clean_epochs: training epochs of the owner's model and of the trained suspects (SSL epochs
+            for encoders).
+        family: ``classifier``, ``encoder`` or ``image2image``; ``dataset`` is the image-to-image task
+            (e.g. ``deblur``) for the last.
+        extractors: image-to-image only: trained deepwm extractors the key draws are spread over.
     """
 
+    family: str = "classifier"
     dataset: str = "mnist5k"
     split_seed: int = 0
     arch: str = "lenet"
@@ -133,8 +139,11 @@ class ValiditySettings:
     attack: str = "ftal"
     clean_epochs: int = 10
     alphas: tuple[float, ...] = ALPHAS
+    extractors: int = 2
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"ValiditySettings.family must be one of {FAMILIES}, got {self.family!r}")
         if not isinstance(self.n_keys, int) or self.n_keys < 1:
             raise ConfigError(f"ValiditySettings.n_keys must be a positive int, got {self.n_keys!r}")
         for label, tests in self.tests.items():
@@ -163,7 +172,50 @@ PRESETS: dict[str, ValiditySettings] = {
         attack="none",
         clean_epochs=3,
     ),
+    # AWEncoder's secret variant (the default): 99 decoys, 50 held-out images per verdict
+    "encoder": ValiditySettings(
+        family="encoder",
+        arch="conv4",
+        schemes={"awencoder": {"set": {"n_verify": 50, "decoys": 99}}},
+        marked_seeds=(0,),
+        attack="enc-finetune",
+        clean_epochs=10,
+    ),
+    "tiny-encoder": ValiditySettings(
+        family="encoder",
+        arch="conv4",
+        schemes={"awencoder": {"set": {"n_verify": 20, "decoys": 99, "epochs": 3}}},
+        n_keys=16,
+        zoo="tiny",
+        marked_seeds=(0,),
+        attack="none",
+        clean_epochs=2,
+    ),
+    # deepwm's default (bits, barrier form): 200 secrets over 2 trained extractors
+    "image2image": ValiditySettings(
+        family="image2image",
+        dataset="deblur",
+        arch="encdec",
+        schemes={"deepwm": {}},
+        marked_seeds=(0,),
+        attack="surrogate",
+        clean_epochs=10,
+        extractors=2,
+    ),
+    "tiny-image2image": ValiditySettings(
+        family="image2image",
+        dataset="deblur",
+        arch="encdec",
+        schemes={"deepwm": {"set": {"epochs": 2, "extractor_epochs": 2, "surrogate_epochs": 0, "n_probe": 16}}},
+        n_keys=16,
+        zoo="tiny",
+        marked_seeds=(),
+        attack="none",
+        clean_epochs=2,
+        extractors=1,
+    ),
 }
+FAMILY_PRESET = {"classifier": "default", "encoder": "encoder", "image2image": "image2image"}
 
 
 @dataclass
@@ -181,10 +233,10 @@ class ValidityReport:
 def run_validity(
     workdir: str | Path,
     *,
-    preset: str = "default",
+    preset: str | None = None,
     schemes: list[str] | None = None,
     n_keys: int | None = None,
-    family: str = "classifier",
+    family: str | None = None,
 ) -> ValidityReport:
     """Run the validity benchmark and write its rows, summary, ECDF figure and markdown section.
 
@@ -194,16 +246,23 @@ def run_validity(
     Args:
         workdir: output and cache folder; writes ``validity-rows.json``, ``validity-rows.csv``,
             ``validity-summary.json``, ``validity-ecdf.png`` and ``validity.md``.
-        preset: a key of :data:`PRESETS` (``default``: 200 keys x 24 suspects per scheme).
+        preset: a key of :data:`PRESETS` (``default``: 200 keys x 24 suspects per classifier scheme;
+            ``encoder`` and ``image2image``: 200 keys x 15 and 13 suspects). Default: the family's.
         schemes: run only these scheme labels of the preset.
         n_keys: override the preset's key draws per scheme.
-        family: only ``classifier`` is implemented.
+        family: ``classifier``, ``encoder`` or ``image2image``; must match the preset's family.
     """
-    if family != "classifier":
-        raise ConfigError(f"the validity bench implements the classifier family only, got {family!r}")
+    if family is not None and family not in FAMILIES:
+        raise ConfigError(f"no model family {family!r}; known: {list(FAMILIES)}")
+    preset = preset or FAMILY_PRESET[family or "classifier"]
     if preset not in PRESETS:
         raise UnknownNameError(f"no validity preset {preset!r}; known: {sorted(PRESETS)}")
     settings = PRESETS[preset]
+    if family is not None and settings.family != family:
+        raise ConfigError(
+            f"validity preset {preset!r} is of family {settings.family!r}, not {family!r}; "
+            f"use --preset {FAMILY_PRESET[family]}"
+        )
     if schemes is not None:
         unknown = set(schemes) - set(settings.schemes)
         if unknown:
@@ -216,31 +275,80 @@ def run_validity(
     return measure(settings, Path(workdir))
 
 
-def measure(settings: ValiditySettings, workdir: Path) -> ValidityReport:
-    """:func:`run_validity` on explicit settings."""
-    from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
-    from ownmark.bench.nulls_zoo import build_classifier_zoo, classifier_specs
+@dataclass
+class Setting:
+    """What a family hands the benchmark: the owner's clean model, its data, and the null zoo."""
 
-    seconds: dict[str, float] = {}
-    start, cpu_start = time.perf_counter(), time.process_time()
+    owner: nn.Module
+    owner_data: Any  # what embed and draw_key take (ImageSet, or image-to-image Pairs)
+    attacker_data: Any  # what the marked rows' attack takes
+    zoo: dict[str, Any]
+    kinds: dict[str, str]
+    fine_tune: Any = None  # (model, data, seed) -> model for attack "ftal"
+
+
+def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
+    from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
+    from ownmark.bench.nulls_zoo import build_classifier_zoo, classifier_specs, fine_tuned
+
     ctx = Context.load(settings.dataset, settings.split_seed)
     training = replace(CLEAN_TRAINING, epochs=settings.clean_epochs)
-    models = workdir / "models"
     owner = _cached_model(
         models / "owner-clean",
         lambda: train_model(ctx.spec(settings.arch), ctx.splits.owner, seed=settings.owner_seed, config=training),
     )
-    zoo = build_classifier_zoo(
-        ctx, owner, classifier_specs(settings.arch, size=settings.zoo), models / "zoo", training=training
+    specs = classifier_specs(settings.arch, size=settings.zoo)
+    zoo = build_classifier_zoo(ctx, owner, specs, models / "zoo", training=training)
+    kinds = {s.name: s.kind for s in specs}
+    return Setting(owner, ctx.splits.owner, ctx.splits.attacker, zoo, kinds, fine_tuned)
+
+
+def _encoder_setting(settings: ValiditySettings, models: Path) -> Setting:
+    from ownmark.bench.experiment import Context
+    from ownmark.bench.families import train_encoder
+    from ownmark.bench.validity_families import encoder_zoo
+    from ownmark.train import Engine
+
+    ctx = Context.load(settings.dataset, settings.split_seed)
+    raw = {"arch": settings.arch, "ssl": {"epochs": settings.clean_epochs}}
+    owner = _cached_model(
+        models / "owner-clean",
+        lambda: train_encoder(ctx, raw, settings.arch, "simclr", settings.owner_seed, "owner", Engine()),
     )
-    kinds = {s.name: s.kind for s in classifier_specs(settings.arch, size=settings.zoo)}
+    zoo, kinds = encoder_zoo(
+        ctx, owner, models / "zoo", arch=settings.arch, ssl_epochs=settings.clean_epochs, size=settings.zoo
+    )
+    return Setting(owner, ctx.splits.owner, ctx.splits.attacker, zoo, kinds)
+
+
+def _i2i_setting(settings: ValiditySettings, models: Path) -> Setting:
+    from ownmark.bench.validity_families import i2i_zoo, train_target
+    from ownmark.data.image2image import load_task
+
+    splits = load_task(settings.dataset, split_seed=settings.split_seed)
+    owner = _cached_model(
+        models / "owner-clean",
+        lambda: train_target(splits.owner, settings.arch, settings.owner_seed, settings.clean_epochs),
+    )
+    zoo, kinds = i2i_zoo(splits, owner, models / "zoo", epochs=settings.clean_epochs, size=settings.zoo)
+    return Setting(owner, splits.owner, splits.attacker.x, zoo, kinds)
+
+
+SETTINGS = {"classifier": _classifier_setting, "encoder": _encoder_setting, "image2image": _i2i_setting}
+
+
+def measure(settings: ValiditySettings, workdir: Path) -> ValidityReport:
+    """:func:`run_validity` on explicit settings."""
+    seconds: dict[str, float] = {}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    setting = SETTINGS[settings.family](settings, workdir / "models")
     seconds["models"] = time.perf_counter() - start
     rows: list[Row] = []
     errors: dict[str, str] = {}
     for label, spec in settings.schemes.items():
         t0 = time.perf_counter()
         try:
-            rows += _scheme_rows(settings, label, spec, ctx, owner, zoo, kinds, workdir)
+            rows += _scheme_rows(settings, label, spec, setting, workdir)
         except Exception as err:  # a scheme in flux must not sink the others; the report names it
             log.exception("validity: scheme %s failed", label)
             errors[label] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
@@ -269,48 +377,57 @@ def _cached_model(path: Path, build) -> nn.Module:
     return model
 
 
-def make_scheme(spec: dict[str, Any], label: str) -> Any:
-    """The scheme object a settings entry describes."""
+def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier") -> Any:
+    """The scheme object a settings entry describes (of the preset's family)."""
     from ownmark.watermarks import WATERMARKS, resolve_config
 
     cls = WATERMARKS.get(spec.get("scheme", label))
-    if getattr(cls, "family", "classifier") != "classifier":
-        raise ConfigError(f"scheme {label!r} is of family {cls.family!r}; the validity bench runs classifiers only")
+    if getattr(cls, "family", "classifier") != family:
+        raise ConfigError(
+            f"scheme {label!r} is of family {getattr(cls, 'family', 'classifier')!r}; this validity preset runs "
+            f"{family} schemes"
+        )
     return cls(resolve_config(cls, spec.get("preset"), spec.get("set", {})))
 
 
-def fingerprint(scheme: Any, n_keys: int, key_seed0: int) -> str:
+def draw_keys(settings: ValiditySettings, scheme: Any, setting: Setting, seeds: list[int]) -> list[Key]:
+    """The key draws of one scheme: ``draw_key`` per seed, or for deep output watermarking a few
+    trained extractors with redrawn secrets (:func:`ownmark.bench.validity_families.deepwm_keys`)."""
+    if settings.family == "image2image":
+        from ownmark.bench.validity_families import deepwm_keys
+
+        return deepwm_keys(scheme, setting.owner, setting.owner_data, seeds, extractors=settings.extractors)
+    return [draw_key(scheme, setting.owner, setting.owner_data, seed=s) for s in seeds]
+
+
+def fingerprint(scheme: Any, n_keys: int, key_seed0: int, extra: str = "") -> str:
     """What a cached row group depends on: the scheme's config and source code, and the key draws."""
     from ownmark.watermarks.base import config_dict
 
     source = inspect.getsource(inspect.getmodule(type(scheme)))
     text = f"{type(scheme).__name__}|{sorted(config_dict(scheme.config).items())}|{n_keys}|{key_seed0}|{source}"
+    text += extra
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _scheme_rows(
-    settings: ValiditySettings,
-    label: str,
-    spec: dict[str, Any],
-    ctx: Any,
-    owner: nn.Module,
-    zoo: dict[str, Any],
-    kinds: dict[str, str],
-    workdir: Path,
+    settings: ValiditySettings, label: str, spec: dict[str, Any], setting: Setting, workdir: Path
 ) -> list[Row]:
     from ownmark.io import load_json, save_json
 
-    scheme = make_scheme(spec, label)
+    scheme = make_scheme(spec, label, settings.family)
     seeds = [settings.key_seed0 + i for i in range(settings.n_keys)]
-    keys = [draw_key(scheme, owner, ctx.splits.owner, seed=s) for s in seeds]
-    stamp = fingerprint(scheme, settings.n_keys, settings.key_seed0)
+    extra = f"|extractors {settings.extractors}" if settings.family == "image2image" else ""
+    stamp = fingerprint(scheme, settings.n_keys, settings.key_seed0, extra)
+    keys: list[Key] | None = None  # drawn only when a row group is missing (deepwm's train extractors)
     rows: list[Row] = []
     for test in (OWN_TEST, *settings.tests.get(label, ())):
-        for name, suspect in zoo.items():
+        for name, suspect in setting.zoo.items():
             path = workdir / "rows" / label / test.replace("/", "_") / f"{name}.json"
             if path.is_file() and (cached := load_json(path)).get("fingerprint") == stamp:
                 rows += cached["rows"]
                 continue
+            keys = keys if keys is not None else draw_keys(settings, scheme, setting, seeds)
             group = [
                 _verify(
                     scheme,
@@ -318,12 +435,12 @@ def _scheme_rows(
                     suspect,
                     key,
                     base={
-                        "family": "classifier",
+                        "family": settings.family,
                         "scheme": label,
                         "test": test,
                         "role": "null",
                         "suspect": name,
-                        "kind": kinds[name],
+                        "kind": setting.kinds[name],
                         "key_seed": seed,
                     },
                 )
@@ -331,7 +448,7 @@ def _scheme_rows(
             ]
             save_json(path, {"fingerprint": stamp, "rows": group})
             rows += group
-        rows += _marked_rows(settings, label, scheme, test, ctx, owner, keys[0], workdir, stamp)
+        rows += _marked_rows(settings, label, scheme, test, setting, workdir, stamp)
     return rows
 
 
@@ -351,15 +468,7 @@ def _verify(scheme: Any, test, suspect: Any, key: Key, *, base: Row) -> Row:
 
 
 def _marked_rows(
-    settings: ValiditySettings,
-    label: str,
-    scheme: Any,
-    test: str,
-    ctx: Any,
-    owner: nn.Module,
-    probe: Key,
-    workdir: Path,
-    stamp: str,
+    settings: ValiditySettings, label: str, scheme: Any, test: str, setting: Setting, workdir: Path, stamp: str
 ) -> list[Row]:
     """Rows of models really marked with ``marked_seeds``' keys, unattacked and attacked."""
     from ownmark.io import artefact_paths, key_digest, load_json, load_key, save_json, save_key
@@ -375,23 +484,27 @@ def _marked_rows(
         if artefact_paths(base.with_name(base.name + "-key"))[1].is_file():
             marked, key = load_model(base)[0], load_key(base.with_name(base.name + "-key"))
         else:
-            marked, key = scheme.embed(owner, ctx.splits.owner, seed=seed)
+            marked, key = scheme.embed(setting.owner, setting.owner_data, seed=seed)
             save_model(base, marked.eval(), info={"scheme": label, "seed": seed})
             save_key(base.with_name(base.name + "-key"), key)
-        drawn = draw_key(scheme, owner, ctx.splits.owner, seed=seed)
-        same = all(torch.equal(drawn.tensors[n], key.tensors[n]) for n in drawn.tensors if n in key.tensors)
         info = {
-            "family": "classifier",
+            "family": settings.family,
             "scheme": label,
             "test": test,
             "key_seed": seed,
             "kind": "marked",
-            "draw_key_matches_embed": same,
             "key_digest": key_digest(key)[:16],
         }
+        if settings.family != "image2image":  # a deepwm draw trains its extractor again: not re-checked here
+            drawn = draw_key(scheme, setting.owner, setting.owner_data, seed=seed)
+            info["draw_key_matches_embed"] = all(
+                torch.equal(drawn.tensors[n], key.tensors[n]) for n in drawn.tensors if n in key.tensors
+            )
         group = [_verify(scheme, TESTS[test], marked.eval(), key, base={**info, "role": "marked", "suspect": "marked"})]
         if settings.attack != "none":
-            attacked = _attacked(settings.attack, marked, ctx, seed, base.with_name(base.name + f"-{settings.attack}"))
+            attacked = _attacked(
+                settings.attack, marked, setting, seed, base.with_name(base.name + f"-{settings.attack}")
+            )
             group.append(
                 _verify(
                     scheme,
@@ -406,14 +519,12 @@ def _marked_rows(
     return rows
 
 
-def _attacked(name: str, marked: nn.Module, ctx: Any, seed: int, path: Path) -> nn.Module:
-    """``ftal`` is the zoo's own all-layer fine-tuning (the attack's defaults, no registry import);
-    any other name is an attack of ``ownmark.attacks`` at its default config."""
-    if name == "ftal":
-        from ownmark.bench.nulls_zoo import fine_tuned
-
-        return _cached_model(path, lambda: fine_tuned(marked, ctx.splits.attacker, seed=seed))
+def _attacked(name: str, marked: nn.Module, setting: Setting, seed: int, path: Path) -> nn.Module:
+    """``ftal`` on classifiers is the zoo's own all-layer fine-tuning (the attack's defaults, no
+    registry import); any other name is an attack of ``ownmark.attacks`` at its default config."""
+    if name == "ftal" and setting.fine_tune is not None:
+        return _cached_model(path, lambda: setting.fine_tune(marked, setting.attacker_data, seed=seed))
     from ownmark.attacks import ATTACKS
 
     cls = ATTACKS.get(name)
-    return _cached_model(path, lambda: cls()(marked, ctx.splits.attacker, seed=seed)[0])
+    return _cached_model(path, lambda: cls()(marked, setting.attacker_data, seed=seed)[0])

@@ -161,6 +161,7 @@ def validity_section(
     seconds: dict[str, float] | None = None,
     errors: dict[str, str] | None = None,
     alphas: tuple[float, ...] = ALPHAS,
+    family: str = "classifier",
 ) -> str:
     """Markdown: false-claim rates at each alpha with 95% upper bounds, beside the true-positive rates.
 
@@ -175,10 +176,11 @@ def validity_section(
     head = " | ".join(f"false claims @ {a:g} (95% upper)" for a in alphas)
     tpr = " | ".join(f"TPR @ {a:g} marked / attacked" for a in alphas)
     lines = [
-        "## Validity: verdicts on models made without the secret",
+        f"## Validity ({family}s): verdicts on models made without the secret",
         "",
         "Null p-values of each scheme's test over key draws (`draw_key`) x suspects made without the secret "
-        "(`ownmark.bench.nulls_zoo`). A valid test is claimed at most alpha of the time; `valid` fails when the "
+        "(`ownmark.bench.nulls_zoo`, `ownmark.bench.validity_families`). A valid test is claimed at most alpha "
+        "of the time; `valid` fails when the "
         "95% Clopper-Pearson interval of the overall or of the worst suspect's false-claim rate lies above alpha.",
         "",
         f"| scheme | test | keys x suspects | smallest p | {head} | worst suspect @ 0.01 | {tpr} "
@@ -252,5 +254,8 @@ def write_outputs(
     )
     atomic_write_bytes(workdir / "validity-ecdf.png", ecdf_figure(rows))
     alphas = tuple(settings.get("alphas", ALPHAS))
-    atomic_write_text(workdir / "validity.md", validity_section(summary, seconds=seconds, errors=errors, alphas=alphas))
+    section = validity_section(
+        summary, seconds=seconds, errors=errors, alphas=alphas, family=settings.get("family", "classifier")
+    )
+    atomic_write_text(workdir / "validity.md", section)
     return files
