@@ -643,7 +643,7 @@ def bench_encoders(
     out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,
 ) -> None:
-    """AWEncoder embedded, attacked and verified against calibrated null encoders (white- and black-box)."""
+    """AWEncoder embedded, attacked and verified beside independent null encoders (white- and black-box)."""
     from ownmark.cli_encoder import bench
 
     bench(preset, out or Path("runs") / "bench" / preset, benchmarks)
