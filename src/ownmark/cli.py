@@ -591,6 +591,9 @@ def bench_validity(
         str | None, typer.Option(help="Model family: classifier, encoder or image2image (default: the preset's).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Markdown file whose validity section to write.")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes for the row groups (one torch thread each); rows do not depend on it.")
+    ] = 1,
 ) -> None:
     """Do verdicts keep their promise? Null p-values over many key draws x independent suspects.
 
@@ -605,7 +608,7 @@ def bench_validity(
 
     chosen = preset or FAMILY_PRESET.get(family or "classifier", "default")
     workdir = workdir or Path("runs") / "bench" / f"validity-{chosen}"
-    report = run_validity(workdir, preset=preset, schemes=scheme, n_keys=keys, family=family)
+    report = run_validity(workdir, preset=preset, schemes=scheme, n_keys=keys, family=family, workers=workers)
     section = (workdir / "validity.md").read_text(encoding="utf-8")
     console.print(section)
     if report.errors:

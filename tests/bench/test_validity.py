@@ -156,9 +156,24 @@ def test_outputs_are_written_and_a_rerun_resumes_from_them(tiny_run):
     assert (workdir / "validity-rows.csv").read_text().count("\n") == len(report.rows) + 1
     assert "binomial-1/K" in (workdir / "validity.md").read_text()
     again = measure(TINY, workdir)  # every model and row group is cached
-    assert again.seconds["total"] < max(10.0, report.seconds["total"] / 2)
+    assert again.seconds["wall"] < max(10.0, report.seconds["wall"] / 2)
     assert [r["p_value"] for r in again.rows] == [r["p_value"] for r in report.rows]
     assert not any(math.isnan(s["rate@0.01"]) for s in again.summary)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_rows_of_one(tiny_run, tmp_path):
+    import shutil
+
+    workdir, report = tiny_run
+    shutil.copytree(workdir / "models", tmp_path / "models")  # the zoo and marked models, not the rows
+    parallel = measure(TINY, tmp_path, workers=2)
+    assert parallel.errors == {}
+    key = [(r["scheme"], r["test"], r["suspect"], r["key_seed"], r["p_value"]) for r in report.rows]
+    assert sorted(key) == sorted(
+        (r["scheme"], r["test"], r["suspect"], r["key_seed"], r["p_value"]) for r in parallel.rows
+    )
+    assert (tmp_path / "keys").is_dir() and "2 workers" in (tmp_path / "validity.md").read_text()
 
 
 # --------------------------------------------------------------------------- encoders, image-to-image

@@ -110,9 +110,11 @@ class ValiditySettings:
 
     Attributes:
         schemes: scheme label -> ``{"scheme": registry name (default: the label), "preset": ...,
-            "set": {field: value}}``. The CPU default shrinks the expensive verification sets (FCW's
-            pool, PTYNet's decoys) so 200 keys x 24 suspects finish in time; the validity of a rank
-            test does not depend on these sizes, only its power and smallest p do.
+            "set": {field: value}, "nulls": {field: value}}``; ``nulls`` applies to the null rows'
+            key draws only. The CPU default shrinks their verification sets (FCW's pool, the decoy
+            counts) so 200 keys x 24 suspects finish in time; the validity of a rank test does not
+            depend on these sizes, only its power and smallest p do, and the marked rows measure
+            power at the scheme's own sizes.
         tests: scheme label -> extra tests run beside its own ``detect`` (e.g. ``binomial-1/K``).
         n_keys: key draws per scheme, seeds ``key_seed0 + i``.
         zoo: ``default`` (24 suspects) or ``tiny`` (8).
@@ -156,12 +158,13 @@ CLASSIFIER_SCHEMES: dict[str, dict[str, Any]] = {
     # verification sets shrunk so 200 keys x 24 suspects fit the CPU budget (measured at n_verify 10:
     # FCW 0.3 s per verdict on lenet, 1 s on cnn2, on a shared 2-core CPU). Rank tests keep their
     # validity at any size; fewer decoys raise the smallest p to 1/100 (no claim at 1e-3 is possible)
-    "fcw": {"set": {"n_verify": 5}},  # 90 fused pairs x 5 = 450 queries per verdict
-    "content": {"set": {"n_verify": 10, "decoys": 99}},  # (decoys + 2) x 10 = 1,010 queries
-    "noise": {"set": {"n_verify": 10, "decoys": 99}},
-    "unrelated": {"set": {"n_verify": 30}},  # random labels: a permutation test, 30 queries
-    "unrelated-zhang": {"scheme": "unrelated", "preset": "zhang", "set": {"n_verify": 10, "decoys": 99}},
-    "ptynet": {"set": {"n_verify": 10, "n_decoys": 99}},  # 100 candidates x 10 queries
+    # (the marked rows verify at the scheme's own sizes: "nulls" applies to the null rows only)
+    "fcw": {"nulls": {"n_verify": 5}},  # 90 fused pairs x 5 = 450 queries per verdict
+    "content": {"nulls": {"n_verify": 10, "decoys": 99}},  # (decoys + 2) x 10 = 1,010 queries
+    "noise": {"nulls": {"n_verify": 10, "decoys": 99}},
+    "unrelated": {"nulls": {"n_verify": 30}},  # random labels: a permutation test, 30 queries
+    "unrelated-zhang": {"scheme": "unrelated", "preset": "zhang", "nulls": {"n_verify": 10, "decoys": 99}},
+    "ptynet": {"nulls": {"n_verify": 10, "n_decoys": 99}},  # 100 candidates x 10 queries
 }
 PRESETS: dict[str, ValiditySettings] = {
     "default": ValiditySettings(schemes=CLASSIFIER_SCHEMES, tests={"fcw": (INVALID_TEST,)}),
@@ -178,7 +181,7 @@ PRESETS: dict[str, ValiditySettings] = {
     "encoder": ValiditySettings(
         family="encoder",
         arch="conv4",
-        schemes={"awencoder": {"set": {"n_verify": 50, "decoys": 99}}},
+        schemes={"awencoder": {"nulls": {"n_verify": 50, "decoys": 99}}},
         marked_seeds=(0,),
         attack="enc-finetune",
         clean_epochs=10,
@@ -239,6 +242,7 @@ def run_validity(
     schemes: list[str] | None = None,
     n_keys: int | None = None,
     family: str | None = None,
+    workers: int = 1,
 ) -> ValidityReport:
     """Run the validity benchmark and write its rows, summary, ECDF figure and markdown section.
 
@@ -253,6 +257,7 @@ def run_validity(
         schemes: run only these scheme labels of the preset.
         n_keys: override the preset's key draws per scheme.
         family: ``classifier``, ``encoder`` or ``image2image``; must match the preset's family.
+        workers: processes computing row groups (see :func:`measure`); rows do not depend on it.
     """
     if family is not None and family not in FAMILIES:
         raise ConfigError(f"no model family {family!r}; known: {list(FAMILIES)}")
@@ -274,7 +279,7 @@ def run_validity(
         settings = replace(settings, schemes={s: settings.schemes[s] for s in schemes})
     if n_keys is not None:
         settings = replace(settings, n_keys=n_keys)
-    return measure(settings, Path(workdir))
+    return measure(settings, Path(workdir), workers=workers)
 
 
 @dataclass
@@ -339,26 +344,50 @@ def _i2i_setting(settings: ValiditySettings, models: Path) -> Setting:
 SETTINGS = {"classifier": _classifier_setting, "encoder": _encoder_setting, "image2image": _i2i_setting}
 
 
-def measure(settings: ValiditySettings, workdir: Path) -> ValidityReport:
-    """:func:`run_validity` on explicit settings."""
+def measure(settings: ValiditySettings, workdir: Path, workers: int = 1) -> ValidityReport:
+    """:func:`run_validity` on explicit settings.
+
+    The work is cut into row groups (one scheme, test and null suspect over every key draw; one
+    scheme's marked models), each cached in its own file: ``workers`` spawned processes (one torch
+    thread each) compute the missing groups, after the zoo is trained and each scheme's keys are
+    drawn and stored here once. Rows do not depend on ``workers``.
+    """
+    from ownmark.bench.executors import local
+
     seconds: dict[str, float] = {}
     start, cpu_start = time.perf_counter(), time.process_time()
     setting = SETTINGS[settings.family](settings, workdir / "models")
     seconds["models"] = time.perf_counter() - start
-    rows: list[Row] = []
     errors: dict[str, str] = {}
+    tasks: list[GroupTask] = []
     for label, spec in settings.schemes.items():
-        t0 = time.perf_counter()
         try:
-            rows += _scheme_rows(settings, label, spec, setting, workdir)
+            tasks += _scheme_tasks(settings, label, spec, setting, workdir)
         except Exception as err:  # a scheme in flux must not sink the others; the report names it
             log.exception("validity: scheme %s failed", label)
             errors[label] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-        seconds[label] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - start
-    seconds["total_cpu"] = time.process_time() - cpu_start  # this process only: wall time on a shared CPU
+    seconds["keys"] = time.perf_counter() - start - seconds["models"]
+    _WORKER_SETTING[_setting_id(settings, workdir)] = setting  # the serial path computes in this process
+    run = local(workers)
+    for task, failure in run(_run_group, tasks):
+        if failure is not None and task.label not in errors:
+            log.error("validity: %s / %s failed: %s", task.label, task.suspect, failure)
+            errors[task.label] = failure
+    rows: list[Row] = []
+    for label, spec in settings.schemes.items():
+        if label in errors:
+            continue
+        try:
+            groups = [_load_group(path) for path in _group_paths(settings, label, spec, setting, workdir)]
+        except (FileNotFoundError, ValueError, OSError) as err:
+            errors[label] = f"a row group is missing ({err}); run again to compute it"
+            continue
+        rows += [row for group in groups for row in group["rows"]]
+        seconds[label] = sum(g.get("seconds", 0.0) for g in groups)  # compute time as first measured
+    seconds["wall"] = time.perf_counter() - start
+    seconds["cpu"] = time.process_time() - cpu_start  # this process only
     summary = summarise(rows, settings.alphas)
-    files = write_outputs(workdir, rows, summary, _settings_dict(settings), errors, seconds)
+    files = write_outputs(workdir, rows, summary, {**_settings_dict(settings), "workers": workers}, errors, seconds)
     return ValidityReport(rows, summary, errors, seconds, files, _settings_dict(settings))
 
 
@@ -379,8 +408,10 @@ def _cached_model(path: Path, build) -> nn.Module:
     return model
 
 
-def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier") -> Any:
-    """The scheme object a settings entry describes (of the preset's family)."""
+def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier", *, nulls: bool = True) -> Any:
+    """The scheme object a settings entry describes (of the preset's family): ``spec["set"]``
+    applies to every key, ``spec["nulls"]`` (verification sizes) to the null rows' key draws only,
+    so the marked rows measure power at the scheme's own verification size."""
     from ownmark.watermarks import WATERMARKS, resolve_config
 
     cls = WATERMARKS.get(spec.get("scheme", label))
@@ -389,7 +420,8 @@ def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier") ->
             f"scheme {label!r} is of family {getattr(cls, 'family', 'classifier')!r}; this validity preset runs "
             f"{family} schemes"
         )
-    return cls(resolve_config(cls, spec.get("preset"), spec.get("set", {})))
+    overrides = {**spec.get("set", {}), **(spec.get("nulls", {}) if nulls else {})}
+    return cls(resolve_config(cls, spec.get("preset"), overrides))
 
 
 def draw_keys(settings: ValiditySettings, scheme: Any, setting: Setting, seeds: list[int]) -> list[Key]:
@@ -412,46 +444,144 @@ def fingerprint(scheme: Any, n_keys: int, key_seed0: int, extra: str = "") -> st
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _scheme_rows(
-    settings: ValiditySettings, label: str, spec: dict[str, Any], setting: Setting, workdir: Path
-) -> list[Row]:
-    from ownmark.io import load_json, save_json
+@dataclass(frozen=True)
+class GroupTask:
+    """One row group to compute: a null suspect under one test over every key draw (``suspect``
+    a zoo name), or the scheme's marked models (``suspect`` is ``None``) under every test."""
 
-    scheme = make_scheme(spec, label, settings.family)
-    seeds = [settings.key_seed0 + i for i in range(settings.n_keys)]
+    settings: ValiditySettings
+    label: str
+    spec: dict[str, Any]
+    test: str | None
+    suspect: str | None
+    path: str
+    workdir: str
+    stamp: str
+
+
+_WORKER_SETTING: dict[str, Setting] = {}  # per process: the zoo loaded once, reused by every task
+
+
+def _setting_id(settings: ValiditySettings, workdir: Path) -> str:
+    return f"{workdir.resolve()}|{settings.family}|{settings.dataset}|{settings.arch}|{settings.zoo}"
+
+
+def _tests(settings: ValiditySettings, label: str) -> tuple[str, ...]:
+    return (OWN_TEST, *settings.tests.get(label, ()))
+
+
+def _stamp(settings: ValiditySettings, scheme: Any) -> str:
     extra = f"|extractors {settings.extractors}" if settings.family == "image2image" else ""
-    stamp = fingerprint(scheme, settings.n_keys, settings.key_seed0, extra)
-    keys: list[Key] | None = None  # drawn only when a row group is missing (deepwm's train extractors)
-    rows: list[Row] = []
-    for test in (OWN_TEST, *settings.tests.get(label, ())):
-        for name, suspect in setting.zoo.items():
-            path = workdir / "rows" / label / test.replace("/", "_") / f"{name}.json"
-            if path.is_file() and (cached := load_json(path)).get("fingerprint") == stamp:
-                rows += cached["rows"]
-                continue
-            keys = keys if keys is not None else draw_keys(settings, scheme, setting, seeds)
-            group = [
-                _verify(
-                    scheme,
-                    TESTS[test],
-                    suspect,
-                    key,
-                    base={
-                        "family": settings.family,
-                        "scheme": label,
-                        "test": test,
-                        "role": "null",
-                        "suspect": name,
-                        "kind": setting.kinds[name],
-                        "key_seed": seed,
-                    },
-                )
-                for seed, key in zip(seeds, keys, strict=True)
-            ]
-            save_json(path, {"fingerprint": stamp, "rows": group})
-            rows += group
-        rows += _marked_rows(settings, label, scheme, test, setting, workdir, stamp)
-    return rows
+    return fingerprint(scheme, settings.n_keys, settings.key_seed0, extra)
+
+
+def _group_paths(
+    settings: ValiditySettings, label: str, spec: dict[str, Any], setting: Setting, workdir: Path
+) -> list[Path]:
+    """Every row-group file of one scheme, in report order."""
+    rows = workdir / "rows" / label
+    paths = []
+    for test in _tests(settings, label):
+        paths += [rows / test.replace("/", "_") / f"{name}.json" for name in setting.zoo]
+    return paths + [rows / "marked" / f"seeds{'-'.join(map(str, settings.marked_seeds))}.json"]
+
+
+def _load_group(path: Path, stamp: str | None = None) -> dict[str, Any]:
+    from ownmark.io import load_json
+
+    cached = load_json(path)
+    if stamp is not None and cached.get("fingerprint") != stamp:
+        raise FileNotFoundError(path)
+    return cached
+
+
+def _fresh(path: Path, stamp: str) -> bool:
+    try:
+        _load_group(path, stamp)
+    except (FileNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _scheme_tasks(
+    settings: ValiditySettings, label: str, spec: dict[str, Any], setting: Setting, workdir: Path
+) -> list[GroupTask]:
+    """The missing row groups of one scheme; draws and stores its keys first when any is missing."""
+    scheme = make_scheme(spec, label, settings.family)
+    stamp = _stamp(settings, scheme)
+    marked_stamp = _stamp(settings, make_scheme(spec, label, settings.family, nulls=False))
+    tasks = []
+    paths = _group_paths(settings, label, spec, setting, workdir)
+    names = [(test, name) for test in _tests(settings, label) for name in setting.zoo] + [(None, None)]
+    for path, (test, name) in zip(paths, names, strict=True):
+        group_stamp = stamp if name is not None else marked_stamp
+        if not _fresh(path, group_stamp):
+            tasks.append(GroupTask(settings, label, spec, test, name, str(path), str(workdir), group_stamp))
+    if any(t.suspect is not None for t in tasks):
+        _stored_keys(settings, scheme, setting, workdir, label, stamp)  # drawn once, before the workers
+    return tasks
+
+
+def _stored_keys(
+    settings: ValiditySettings, scheme: Any, setting: Setting | None, workdir: Path, label: str, stamp: str
+) -> list[Key]:
+    """The scheme's key draws, stored under ``workdir/keys`` (deepwm's draws train extractors)."""
+    from ownmark.io import artefact_paths, load_json, load_key, save_json, save_key
+
+    folder = workdir / "keys" / label / stamp
+    seeds = [settings.key_seed0 + i for i in range(settings.n_keys)]
+    done = folder / "done.json"
+    if done.is_file() and load_json(done).get("seeds") == seeds:
+        return [load_key(folder / f"seed{s}") for s in seeds]
+    if setting is None:
+        raise FileNotFoundError(f"{label}: no stored key draws under {folder}")
+    t0 = time.perf_counter()
+    keys = draw_keys(settings, scheme, setting, seeds)
+    for seed, key in zip(seeds, keys, strict=True):
+        if not artefact_paths(folder / f"seed{seed}")[1].is_file():
+            save_key(folder / f"seed{seed}", key)
+    save_json(done, {"seeds": seeds, "seconds": round(time.perf_counter() - t0, 2)})
+    return [load_key(folder / f"seed{s}") for s in seeds]  # as stored: what every worker verifies
+
+
+def _run_group(task: GroupTask) -> tuple[GroupTask, str | None]:
+    """Compute one row group and store it; returns the task and an error line (None when done)."""
+    try:
+        _compute_group(task)
+        return task, None
+    except Exception as err:  # reported per scheme by measure
+        log.exception("validity: group %s failed", task.path)
+        return task, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+
+
+def _compute_group(task: GroupTask) -> None:
+    from ownmark.io import save_json
+
+    settings, workdir = task.settings, Path(task.workdir)
+    ident = _setting_id(settings, workdir)
+    if ident not in _WORKER_SETTING:  # a spawned worker: one thread, the zoo loaded from the cache
+        torch.set_num_threads(1)
+        _WORKER_SETTING[ident] = SETTINGS[settings.family](settings, workdir / "models")
+    setting = _WORKER_SETTING[ident]
+    scheme = make_scheme(task.spec, task.label, settings.family, nulls=task.suspect is not None)
+    t0 = time.perf_counter()
+    if task.suspect is None:
+        rows = []
+        for test in _tests(settings, task.label):
+            rows += _marked_rows(settings, task.label, scheme, test, setting, workdir, task.stamp)
+    else:
+        keys = _stored_keys(settings, scheme, None, workdir, task.label, task.stamp)
+        seeds = [settings.key_seed0 + i for i in range(settings.n_keys)]
+        base = {
+            "family": settings.family, "scheme": task.label, "test": task.test, "role": "null",
+            "suspect": task.suspect, "kind": setting.kinds[task.suspect],
+        }  # fmt: skip
+        suspect = setting.zoo[task.suspect]
+        rows = [
+            _verify(scheme, TESTS[task.test], suspect, key, base={**base, "key_seed": seed})
+            for seed, key in zip(seeds, keys, strict=True)
+        ]
+    save_json(Path(task.path), {"fingerprint": task.stamp, "rows": rows, "seconds": round(time.perf_counter() - t0, 2)})
 
 
 def _verify(scheme: Any, test, suspect: Any, key: Key, *, base: Row) -> Row:
@@ -473,15 +603,11 @@ def _marked_rows(
     settings: ValiditySettings, label: str, scheme: Any, test: str, setting: Setting, workdir: Path, stamp: str
 ) -> list[Row]:
     """Rows of models really marked with ``marked_seeds``' keys, unattacked and attacked."""
-    from ownmark.io import artefact_paths, key_digest, load_json, load_key, save_json, save_key
+    from ownmark.io import artefact_paths, key_digest, load_key, save_key
     from ownmark.models import load_model, save_model
 
     rows = []
     for seed in settings.marked_seeds:
-        path = workdir / "rows" / label / test.replace("/", "_") / f"marked-seed{seed}.json"
-        if path.is_file() and (cached := load_json(path)).get("fingerprint") == stamp:
-            rows += cached["rows"]
-            continue
         base = workdir / "models" / f"marked-{label}-{stamp}-seed{seed}"  # a new config or code embeds anew
         if artefact_paths(base.with_name(base.name + "-key"))[1].is_file():
             marked, key = load_model(base)[0], load_key(base.with_name(base.name + "-key"))
@@ -516,7 +642,6 @@ def _marked_rows(
                     base={**info, "role": "attacked", "suspect": f"marked+{settings.attack}"},
                 )
             )
-        save_json(path, {"fingerprint": stamp, "rows": group})
         rows += group
     return rows
 
