@@ -16,10 +16,10 @@ demo: $(STAMP)
 	$(BIN)/ownmark demo --out report
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu'
+	$(BIN)/python -m pytest -q -m 'not gpu' -n 2 --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu and not slow'
+	$(BIN)/python -m pytest -q -m 'not gpu and not slow' -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/ownmark bench perf --out BENCHMARKS.md
