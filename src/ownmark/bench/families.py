@@ -4,10 +4,11 @@ One matrix holds classifier and encoder schemes side by side (a scheme's family 
 ``family``). Classifier rows measure utility as clean test accuracy and are checked against
 independently trained classifiers. Encoder rows (AWEncoder) measure utility as the linear-probe
 accuracy of frozen features (a linear classifier fitted on the attacker's labelled split, scored
-on the test split), and their keys are calibrated on null encoders before the first verdict: the
-calibrated white-box test needs the margin tau, learnt from >= 5 independently pre-trained
-encoders (``calibration``), while the null rows use other encoders (``nulls``: other seeds, SSL
-methods, architectures, the attacker's data) that never set the margin. Image-to-image rows (deep
+on the test split). Their verdict is the key's rank among its decoy keys, which needs no null
+model; each key is still calibrated on >= 5 independently pre-trained encoders (``calibration``),
+whose margin tau and null flip rates are reported beside the verdict, never decided on, while the
+null rows use other encoders (``nulls``: other seeds, SSL methods, architectures, the attacker's
+data) that never set the margin. Image-to-image rows (deep
 output watermarking) run on the bundled photo-patch task of the ``image2image`` section (owner,
 attacker and test pairs of ``ownmark.data.image2image.load_task``): utility is the SSIM of the
 model's outputs against the ground truth on the test pairs, the attacks are surrogates and output
