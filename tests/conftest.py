@@ -33,43 +33,19 @@ def mnist_splits():
 
 
 @pytest.fixture(scope="session")
-def mnist_encoder(mnist_splits, tmp_path_factory):
+def mnist_encoder(mnist_splits):
     """A conv4 (128-d) SimCLR encoder pre-trained on mnist5k's owner part with the CPU defaults.
 
     Shared by the encoder tests (probe, AWEncoder, StolenEncoder); tests must not change it:
-    copy it first (``copy.deepcopy``) when a test trains it. Under pytest-xdist the first worker
-    to need it pre-trains it and the others load its weights (one run's temporary folder, behind a
-    file lock), so the suite pays for it once.
+    copy it first (``copy.deepcopy``) when a test trains it.
     """
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return _pretrained(mnist_splits).eval()
-    from filelock import FileLock
-    from safetensors.torch import load_file, save_file
-
-    path = tmp_path_factory.getbasetemp().parent / "mnist_encoder.safetensors"  # shared by this run's workers
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():
-            enc = _encoder()
-            enc.load_state_dict(load_file(path))
-        else:
-            enc = _pretrained(mnist_splits)
-            save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, path)
-    return enc.eval()
-
-
-def _encoder():
     from ownmark.models import ModelSpec
-
-    return ModelSpec("conv4", 1, 128, 28, family="encoder").build()
-
-
-def _pretrained(splits):
     from ownmark.train.ssl import SSLConfig, pretrain
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    enc = _encoder()
-    pretrain(enc, splits.owner, SSLConfig(), seed=0)
+    enc = ModelSpec("conv4", 1, 128, 28, family="encoder").build()
+    pretrain(enc, mnist_splits.owner, SSLConfig(), seed=0)
     torch.set_num_threads(threads)
-    return enc
+    return enc.eval()
