@@ -5,16 +5,16 @@ One matrix holds classifier and encoder schemes side by side (a scheme's family 
 independently trained classifiers. Encoder rows (AWEncoder) measure utility as the linear-probe
 accuracy of frozen features (a linear classifier fitted on the attacker's labelled split, scored
 on the test split). Their verdict is the key's rank among its decoy keys, which needs no null
-model; each key is still calibrated on >= 5 independently pre-trained encoders (``calibration``),
-whose margin tau and null flip rates are reported beside the verdict, never decided on, while the
-null rows use other encoders (``nulls``: other seeds, SSL methods, architectures, the attacker's
-data) that never set the margin. Image-to-image rows (deep
-output watermarking) run on the bundled photo-patch task of the ``image2image`` section (owner,
+model; each key is still calibrated on >= 5 independently pre-trained encoders
+(``calibration``), whose margin tau and null flip rates are reported beside the verdict, never
+decided on, while the null rows use other encoders (``nulls``: other seeds, SSL methods,
+architectures, the attacker's data) that never set the margin. Image-to-image rows (deep output
+watermarking) run on the bundled photo-patch task of the ``image2image`` section (owner,
 attacker and test pairs of ``ownmark.data.image2image.load_task``): utility is the SSIM of the
-model's outputs against the ground truth on the test pairs, the attacks are surrogates and output
-perturbations, and the nulls are targets trained independently (other seeds, architectures, the
-attacker's pairs). ``ownmark i2i bench`` measures the same scheme in more depth (both forms,
-fidelity, latency, the strength sweep).
+model's outputs against the ground truth on the test pairs, the attacks are surrogates and
+output perturbations, and the nulls are targets trained independently (other seeds,
+architectures, the attacker's pairs). ``ownmark i2i bench`` measures the same scheme in more
+depth (both forms, fidelity, latency, the strength sweep).
 """
 
 from __future__ import annotations
