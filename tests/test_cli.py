@@ -251,7 +251,7 @@ def test_list_unknown_group(monkeypatch, capsys) -> None:
     [
         (("train", "--set", "epochs=abc"), "TrainConfig.epochs expects"),
         (("train", "--set", "nope=1"), "TrainConfig has no setting 'nope'"),
-        (("train", "--set", "epochs=0"), "TrainConfig.epochs must be a positive number, got 0"),
+        (("train", "--set", "epochs=0"), "TrainConfig.epochs must be a finite positive number, got 0"),
         (("train", "--set", "epochs"), "--set expects key=value, got 'epochs'"),
         (("train", "--split", "thief"), "--split must be owner or attacker, got 'thief'"),
         (("embed", "fcw", "--set", "epochs=abc"), "FCWConfig.epochs expects"),
@@ -344,13 +344,68 @@ def test_embed_into_model_of_another_class_count(three_class_model, monkeypatch,
     assert "with 3 classes but mnist5k" in msg and "with 10" in msg
 
 
+# --- bad inputs a new user tries: one line naming the problem and the fix, exit 1 -----------------
+
+
+def _bad_inputs(tmp: Path, art: Artefacts) -> list[tuple[tuple[object, ...], str]]:
+    """(arguments, expected part of the one error line); each arrived as a traceback or was accepted once."""
+    a_file = tmp / "a_file"
+    a_file.write_text("x")
+    (tmp / "folder").mkdir()
+    broken = tmp / "imgs"
+    for c in ("a", "b"):
+        (broken / c).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(broken / c / "ok.png")
+    (broken / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    no_meta = copy_artefact(art.key, tmp / "nometa")
+    manifest = json.loads(no_meta.with_name("nometa.json").read_text())
+    del manifest["meta"]
+    no_meta.with_name("nometa.json").write_text(json.dumps(manifest))
+    bench_cfg = tmp / "bench.yaml"
+    bench_cfg.write_text("name: x\nseeds: abc\n")
+    serve = ("--token", "tok-12345678", "--db", tmp / "usage.db")
+    return [
+        (("train", "--out", a_file / "m"), "which is a file, not a folder"),
+        (("train", "--out", "/proc/ownmark-m"), "lies in /proc, a kernel file system"),
+        (("train", "--out", "/sys/m"), "lies in /sys"),
+        (("train", "--out", tmp / "folder"), "is a folder; give a file name"),
+        (("train", "--out", tmp / "m", "--checkpoint", tmp / "folder"), "--checkpoint"),
+        (("embed", "fcw", "--model", art.clean, "--out", a_file), "is a file but names a folder"),
+        (("train", "--out", tmp / "m", "--set", "lr=inf"), "TrainConfig.lr must be a finite number"),
+        (("train", "--out", tmp / "m", "--set", "lr=nan"), "TrainConfig.lr must be a finite number"),
+        (("train", "--out", tmp / "m", "--accelerator", "tpu"), "accelerator must be one of"),
+        (("serve", art.marked, *serve, "--defense", "noise:nan"), "noise std must be"),
+        (("serve", art.marked, *serve, "--kind", "images"), "a classifier cannot answer 'images'"),
+        (("verify", "--model", art.marked, "--key", no_meta), "do not match their SHA-256 digest"),
+        (("train", "--out", tmp / "m", "--dataset", f"folder:{broken}"), "cannot read image"),
+        (("bench", "run", "--config", bench_cfg, "--workdir", tmp / "b"), "seeds"),
+    ]
+
+
+def test_bad_inputs_give_one_line_each(art: Artefacts, monkeypatch, capsys, tmp_path: Path) -> None:
+    for args, expected in _bad_inputs(tmp_path, art):
+        msg = fail(monkeypatch, capsys, *args)
+        assert expected in msg, (args, msg)
+    assert not list(tmp_path.glob("m.*")), "a refused command wrote a model"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_before_work(monkeypatch, capsys, tmp_path: Path) -> None:
+    msg = fail(monkeypatch, capsys, "train", "--out", tmp_path / "m", "--accelerator", "cuda")
+    assert "no CUDA GPU is visible" in msg and "--accelerator cpu" in msg
+
+
 # --- usage errors are typer's: exit 2, a message, no traceback ------------------------------------
 
 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [(("train",), "Missing option '--out'"), (("bogus",), "No such command 'bogus'"),
-     (("verify", "--model", "m", "--key", "k", "--alpha", "abc"), "Invalid value for '--alpha'")],
+     (("verify", "--model", "m", "--key", "k", "--alpha", "abc"), "Invalid value for '--alpha'"),
+     (("train", "--out", "m", "--seed", str(2**70)), "Invalid value for '--seed'"),
+     (("train", "--out", "m", "--seed", "-1"), "Invalid value for '--seed'"),
+     (("serve", "m", "--port", "70000"), "Invalid value for '--port'"),
+     (("encoder", "probe", "--model", "m", "--shots", "-1"), "Invalid value for '--shots'")],
 )  # fmt: skip
 def test_usage_error_exits_2_without_traceback(monkeypatch, capsys, args: tuple[str, ...], expected: str) -> None:
     code, err = run_main(monkeypatch, capsys, *args)

@@ -42,9 +42,9 @@ def test_hierarchy() -> None:
     assert not issubclass(UnknownNameError, ValueError)
 
 
-@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), True, "3", None])
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), float("inf"), True, "3", None])
 def test_require_positive_rejects(value: Any) -> None:
-    with pytest.raises(ConfigError, match=r"Cfg\.value must be a positive number, got") as info:
+    with pytest.raises(ConfigError, match=r"Cfg\.value must be a finite positive number, got") as info:
         require_positive(Cfg(value), "value")
     assert repr(value) in str(info.value)
 
@@ -66,8 +66,10 @@ def test_require_positive_checks_every_name() -> None:
 
 def test_require_non_negative() -> None:
     require_non_negative(Cfg(0), "value")
-    with pytest.raises(ConfigError, match=r"Cfg\.value must be a number >= 0, got -1"):
+    with pytest.raises(ConfigError, match=r"Cfg\.value must be a finite number >= 0, got -1"):
         require_non_negative(Cfg(-1), "value")
+    with pytest.raises(ConfigError, match=r"Cfg\.value must be a finite number >= 0, got inf"):
+        require_non_negative(Cfg(float("inf")), "value")
 
 
 @pytest.mark.parametrize(

@@ -267,3 +267,47 @@ def test_a_key_whose_digest_covers_only_tensors_is_refused(tmp_path: Path) -> No
     manifest["sha256"] = tensor_digest(key.tensors)  # what ownmark 0.1 wrote
     (tmp_path / "key.json").write_text(json.dumps(manifest))
     assert "older ownmark" in error_message(lambda: load_key(tmp_path / "key"))
+
+
+def test_outputs_are_group_readable_and_keys_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_key(tmp_path / "key", make_key())
+        save_model(tmp_path / "m", ModelSpec("cnn2", 3, 4, 16).build())
+        save_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert mode["key.safetensors"] == mode["key.json"] == 0o600  # the owner's secret
+    assert mode["m.safetensors"] == mode["m.json"] == mode["r.json"] == 0o644  # reports, models: readable
+
+
+def test_a_write_under_a_file_is_one_output_path_error(tmp_path: Path) -> None:
+    from ownmark.errors import OutputPathError
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputPathError, match=r"cannot write .*f/sub/r\.json: Not a directory; choose a path"):
+        save_json(tmp_path / "f" / "sub" / "r.json", {})
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+@pytest.mark.parametrize(
+    ("where", "kind", "match"),
+    [("file/x", "file", "which is a file, not a folder"), ("/proc/x", "file", "lies in /proc"),
+     ("/dev/ownmark", "folder", "lies in /dev"), ("dir", "file", "is a folder but names a file"),
+     ("dir", "prefix", "is a folder; give a file name"), ("file", "folder", "is a file but names a folder")],
+)  # fmt: skip
+def test_check_writable_refuses_paths_before_work(tmp_path: Path, where: str, kind: str, match: str) -> None:
+    from ownmark.errors import OutputPathError
+    from ownmark.paths import check_writable
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    path = Path(where) if where.startswith("/") else tmp_path / where
+    with pytest.raises(OutputPathError, match=match):
+        check_writable(path, "--out", kind)
+    assert check_writable(tmp_path / "new" / "deeper" / "m", "--out", "prefix") == tmp_path / "new" / "deeper" / "m"
+    assert not (tmp_path / "new").exists()  # checking writes nothing

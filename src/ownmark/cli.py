@@ -26,9 +26,9 @@ app.add_typer(encoder_app, name="encoder")
 app.add_typer(i2i_app, name="i2i")
 console = Console(width=None if sys.stdout.isatty() else 160)
 
-Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.")]
+Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
 Dataset = Annotated[str, typer.Option(help="mnist5k, digits, photos, folder:PATH or tv:NAME.")]
-SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.")]
+SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.", min=0, max=2**63 - 1)]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
 Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
@@ -45,6 +45,15 @@ def _engine(accelerator: str, devices: int, num_nodes: int):
     from ownmark.train import Engine
 
     return Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
+
+
+def _outputs(*paths: tuple[Path | None, str, str]) -> None:
+    """Check every (path, option, kind) a command will write before any work starts (see ownmark.paths)."""
+    from ownmark.paths import check_writable
+
+    for path, option, kind in paths:
+        if path is not None:
+            check_writable(path, option, kind)
 
 
 def _sets(values: list[str] | None) -> dict[str, str]:
@@ -114,6 +123,7 @@ def train(
     dim: Annotated[int, typer.Option(help="Feature dimension of an encoder.")] = 128,
 ) -> None:
     """Train a clean classifier (or pre-train an encoder) on one part of a dataset."""
+    _outputs((out, "--out", "prefix"), (checkpoint, "--checkpoint", "file"))
     from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
     from ownmark.models import save_model
     from ownmark.train import accuracy
@@ -173,6 +183,7 @@ def embed(
     nulls: Annotated[int, typer.Option(help="Encoder schemes: independent encoders that set the null margin.")] = 5,
 ) -> None:
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
+    _outputs((out, "--out", "folder"))
     from ownmark.bench.experiment import Context
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import save_model
@@ -249,6 +260,7 @@ def attack(
     num_nodes: Nodes = 1,
 ) -> None:
     """Attack a copy of a model with the attacker's data; report the cost."""
+    _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
     from ownmark.attacks.encoder_eval import describe_theft
     from ownmark.bench.experiment import Context
@@ -332,6 +344,7 @@ def verify(
     Exit codes: 0 when every suspect got a verdict (OWNED or not: read the decision), 1 on an ownmark
     error (bad key, model, calibration or option; one line on stderr), 2 on a usage error.
     """
+    _outputs((record, "--record", "file"))
     import dataclasses
 
     from ownmark.io import artefact_paths, load_json, load_key
@@ -477,6 +490,7 @@ def calibrate(
     exactly (randomization over decoy keys, permutation of secret labels) it only measures the
     false-claim rate on the null models.
     """
+    _outputs((out, "--out", "file"))
     from ownmark.bench.experiment import Context, null_evidence, null_models
     from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.verify import calibrate as calibrate_
@@ -516,6 +530,7 @@ def demo(
     seed: Seed = 0,
 ) -> None:
     """Train, embed FCW, attack (FTAL, pruning), verify, print verdicts, write OUT/demo.md."""
+    _outputs((out, "--out", "folder"))
     from ownmark.bench.demo import run_demo
 
     rows = run_demo(out, seed=seed, say=lambda m: console.print(f"[dim]{m}[/]"))
@@ -547,6 +562,7 @@ def bench_run(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
 ) -> None:
     """Run the matrix scheme x attack x seed (classifier and encoder schemes); a re-run skips stored cells."""
+    _outputs((workdir, "--workdir", "folder"))
     from ownmark.bench.executors import make_executor
     from ownmark.bench.matrix import load_config, run_matrix
 
@@ -569,6 +585,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="Folder for report.md and report.html.")] = None,
 ) -> None:
     """Turn bench results into Markdown and a self-contained HTML page with plots."""
+    _outputs((out, "--out", "folder"))
     from ownmark.bench.report_cli import write_report
 
     md, html = write_report(workdir, out or workdir / "report")
@@ -603,6 +620,7 @@ def bench_validity(
 
     A re-run resumes from the cached models and rows.
     """
+    _outputs((workdir, "--workdir", "folder"), (out, "--out", "file"))
     from ownmark.bench.benchmarks_md import update_section
     from ownmark.bench.validity import FAMILY_PRESET, PRESETS, run_validity
 
@@ -626,6 +644,7 @@ def bench_timings(
     out: Annotated[Path, typer.Option(help="Markdown file whose matrix section to write.")] = Path("BENCHMARKS.md"),
 ) -> None:
     """Write each attack's wall time per cell and the matrix's total time into BENCHMARKS.md."""
+    _outputs((out, "--out", "file"))
     from ownmark.bench.benchmarks_md import matrix_timings, update_section
     from ownmark.bench.store import ResultStore
     from ownmark.errors import MissingFileError
@@ -647,6 +666,7 @@ def bench_encoders(
     benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,
 ) -> None:
     """AWEncoder embedded, attacked and verified beside independent null encoders (white- and black-box)."""
+    _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
     from ownmark.cli_encoder import bench
 
     bench(preset, out or Path("runs") / "bench" / preset, benchmarks)
@@ -658,6 +678,7 @@ def bench_perf(
     repeats: Annotated[int, typer.Option(help="Timed repetitions per measurement (the median is kept).")] = 3,
 ) -> None:
     """Measure the Fabric loop vs bare PyTorch, FCW embedding vs fine-tuning, and verification queries."""
+    _outputs((out, "--out", "file"))
     from ownmark.bench.perf import run_perf
 
     text = run_perf(out, repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
@@ -674,6 +695,7 @@ def bench_stolen(
     watermark: Annotated[bool, typer.Option(help="Also steal an AWEncoder-marked encoder and verify it.")] = True,
 ) -> None:
     """StolenEncoder on mnist5k: TA/SA/PA/RA over seeds, queries to 0.9 TA, defense sweep, theft x watermark."""
+    _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
     from ownmark.bench.stolen import StolenBenchConfig, run_stolen_bench
 
     config = StolenBenchConfig(seeds=tuple(range(seeds)), watermark=watermark)
@@ -697,10 +719,11 @@ def serve(
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes.")] = 16 * 2**20,
     db: Annotated[Path | None, typer.Option(help="SQLite file of per-key usage (default: in the cache).")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
     seed: Seed = 0,
 ) -> None:
     """Serve models over HTTP: API keys, per-key budgets and rate limits, output defenses; docs at /docs."""
+    _outputs((db, "--db", "file"))
     from ownmark.data import cache_dir
     from ownmark.serve import ServeConfig, Service, UsageStore, create_app, load_models, read_tokens
     from ownmark.serve.app import serve_forever
@@ -719,13 +742,14 @@ def bench_serve(
     seconds: Annotated[float, typer.Option(help="Seconds of load per measurement.")] = 3.0,
 ) -> None:
     """Requests/s and p50/p99 latency of the HTTP service vs the in-process API, at several batch sizes."""
+    _outputs((out, "--out", "file"))
     from ownmark.serve.bench import run_serve_bench
 
     console.print(run_serve_bench(out, seconds=seconds, say=lambda m: console.print(f"[dim]{m}[/]")))
 
 
 def main() -> None:
-    """Entry point: run the app, turning OwnmarkError into one red line and exit code 1."""
+    """Entry point: run the app, turning OwnmarkError (and an OSError) into one red line and exit code 1."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         # standalone: typer reports usage errors itself (exit 2) and maps Ctrl-C to 130; recent typer
@@ -733,4 +757,11 @@ def main() -> None:
         app()
     except OwnmarkError as err:
         Console(stderr=True).print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
+    except OSError as err:  # a disk that fills up or a folder that vanishes mid-run: one line, not a traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        Console(stderr=True).print(
+            f"[red]error:[/] {err.strerror or err}{where}; free space or choose another path and run again",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
         raise SystemExit(1) from None

@@ -112,8 +112,8 @@ def verify_suspect(scheme: Any, key: Any, suspect: Any, *, blackbox: bool) -> An
 def probe(
     model: Annotated[Path, typer.Option(help="An encoder (from `ownmark train --family encoder`).")],
     dataset: Annotated[str, typer.Option(help="Labelled downstream data: mnist5k, digits, photos, ...")] = "mnist5k",
-    split_seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
-    shots: Annotated[int | None, typer.Option(help="Labels per class for a few-shot probe.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split.", min=0, max=2**63 - 1)] = 0,
+    shots: Annotated[int | None, typer.Option(help="Labels per class for a few-shot probe.", min=1)] = None,
 ) -> None:
     """Linear-probe and k-NN accuracy of an encoder's frozen features on a downstream task."""
     from ownmark.data import ImageSet, to_image_shape

@@ -15,8 +15,8 @@ import typer
 app = typer.Typer(no_args_is_help=True, help="Image-to-image models and deep output watermarking (deepwm).")
 
 Task = Annotated[str, typer.Option(help="denoise, deblur or colourise (on the bundled photo patches).")]
-SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.")]
-Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.")]
+SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.", min=0, max=2**63 - 1)]
+Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
 
 
@@ -24,6 +24,12 @@ def _console():
     from ownmark.cli import console
 
     return console
+
+
+def _outputs(*paths: tuple[Path | None, str, str]) -> None:
+    from ownmark.cli import _outputs as check
+
+    check(*paths)
 
 
 def _sets(values: list[str] | None) -> dict[str, str]:
@@ -54,6 +60,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = False,
 ) -> None:
     """Train a clean image-to-image target model on the owner's split of a task."""
+    _outputs((out, "--out", "prefix"), (checkpoint, "--checkpoint", "file"))
     from ownmark.data.image2image import load_task
     from ownmark.models import ModelSpec, save_model
     from ownmark.train.image2image import I2ITrainConfig, fit_i2i, predict, seeded
@@ -82,6 +89,7 @@ def embed(
     sets: Sets = None,
 ) -> None:
     """Embed deep output watermarking (barrier or absorbed form); save marked model and key."""
+    _outputs((out, "--out", "folder"))
     from ownmark.cli import _save_config
     from ownmark.data.image2image import load_task
     from ownmark.io import save_key
@@ -109,6 +117,7 @@ def attack(
     sets: Sets = None,
 ) -> None:
     """Train a surrogate on the victim's outputs for the attacker's inputs (or perturb its outputs)."""
+    _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
     from ownmark.data.image2image import load_task
     from ownmark.errors import ConfigError
@@ -175,6 +184,7 @@ def bench(
     benchmarks: Annotated[Path | None, typer.Option(help="BENCHMARKS.md to write the section into.")] = None,
 ) -> None:
     """Run the image-to-image bench: fidelity, extraction, surrogate matrix, controls, latency."""
+    _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
     from ownmark.bench.image2image import PRESETS, run_bench
     from ownmark.errors import UnknownNameError
 

@@ -7,6 +7,7 @@ where there is one, give the fix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,24 +44,33 @@ class MissingFileError(OwnmarkError, FileNotFoundError):
     """A file the user named does not exist."""
 
 
+class OutputPathError(OwnmarkError, OSError):
+    """An output path cannot be written (under a file, in /proc, a folder where a file goes, ...)."""
+
+
 class BudgetExhaustedError(OwnmarkError):
     """A query budget is spent."""
 
 
 def require_positive(obj: Any, *names: str) -> None:
-    """Raise ConfigError unless each named attribute of ``obj`` is a positive number."""
+    """Raise ConfigError unless each named attribute of ``obj`` is a finite positive number."""
     for name in names:
         value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be a positive number, got {value!r}")
+        if not _number(value) or not value > 0:
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a finite positive number, got {value!r}")
 
 
 def require_non_negative(obj: Any, *names: str) -> None:
-    """Raise ConfigError unless each named attribute of ``obj`` is a number >= 0."""
+    """Raise ConfigError unless each named attribute of ``obj`` is a finite number >= 0."""
     for name in names:
         value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ConfigError(f"{type(obj).__name__}.{name} must be a number >= 0, got {value!r}")
+        if not _number(value) or not value >= 0:
+            raise ConfigError(f"{type(obj).__name__}.{name} must be a finite number >= 0, got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not inf or nan)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def require_in_range(

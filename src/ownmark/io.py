@@ -28,35 +28,59 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ownmark.core import Key
-from ownmark.errors import IntegrityError, MissingFileError
+from ownmark.errors import IntegrityError, MissingFileError, OutputPathError
 
 FORMAT_VERSION = 1
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename.
+
+    The file is readable by the group and others as the umask allows (0644 under the usual umask
+    022), like any file a tool writes; ``private=True`` makes it 0600 (watermark keys: the secret).
+
+    Raises:
+        OutputPathError: the folder cannot be made or written (a file in its place, no permission,
+            a full disk); nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputPathError(
+            f"cannot write {path}: {err.strerror or err}; choose a path in a folder you can write"
+        ) from None
+    try:
+        os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, OutputPathError):
+            raise OutputPathError(
+                f"cannot write {path}: {err.strerror or err}; free space or choose another path"
+            ) from None
         raise
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
-def save_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
+def atomic_write_text(path: str | Path, text: str, *, private: bool = False) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``private``: mode 0600)."""
+    atomic_write_bytes(path, text.encode("utf-8"), private=private)
+
+
+def save_json(path: str | Path, obj: Any, *, private: bool = False) -> None:
+    """Write ``obj`` as indented JSON, atomically (``private``: mode 0600)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n", private=private)
 
 
 def load_json(path: str | Path) -> Any:
@@ -147,20 +171,21 @@ def artefact_paths(path: str | Path) -> tuple[Path, Path]:
 
 def save_tensors(
     path: str | Path, tensors: Mapping[str, torch.Tensor], kind: str, info: Mapping[str, Any],
-    *, bound: Mapping[str, Any] | None = None,
+    *, bound: Mapping[str, Any] | None = None, private: bool = False,
 ) -> str:  # fmt: skip
     """Save ``tensors`` and a manifest of ``kind`` with ``info``; return the digest.
 
     The digest covers the tensors and, when given, the JSON values in ``bound`` (which must also be
     in ``info``), so editing them in the manifest is refused on load. The tensors file is written
     first and the manifest last, so a manifest on disk always names a complete tensors file.
+    ``private=True`` writes both with mode 0600 (keys).
     """
     st_path, js_path = artefact_paths(path)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     digest = bound_digest(clean, bound)
-    atomic_write_bytes(st_path, st_save(clean))
+    atomic_write_bytes(st_path, st_save(clean), private=private)
     manifest = {"format": FORMAT_VERSION, "kind": kind, "sha256": digest, "versions": versions(), **info}
-    save_json(js_path, manifest)
+    save_json(js_path, manifest, private=private)
     return digest
 
 
@@ -207,10 +232,13 @@ def load_tensors(
 
 
 def save_key(path: str | Path, key: Key) -> str:
-    """Save a watermark key; return its digest (a commitment to tensors, scheme, config and meta)."""
+    """Save a watermark key (mode 0600: it is the owner's secret); return its digest.
+
+    The digest is a commitment to the tensors, scheme, config and meta.
+    """
     bound = _key_bound(key.scheme, key.config, key.meta)
     info = {**bound, "digest_covers": "tensors+scheme+config+meta"}
-    return save_tensors(path, key.tensors, "key", info, bound=bound)
+    return save_tensors(path, key.tensors, "key", info, bound=bound, private=True)
 
 
 def load_key(path: str | Path) -> Key:

@@ -66,3 +66,13 @@ def test_torchvision_mnist_from_local_files(tmp_path: pathlib.Path) -> None:
     assert data.name == "tv:MNIST" and data.shape == (1, 28, 28) and data.num_classes == 10
     assert data.y.tolist() == labels.tolist()
     assert torch.allclose(data.x[:, 0], torch.from_numpy(images).float() / 255)
+
+
+def test_a_corrupt_image_names_its_file(tmp_path: pathlib.Path) -> None:
+    from ownmark.errors import IntegrityError
+
+    write_image(tmp_path / "a" / "ok.png", "L", (4, 4), 10)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a header, then nothing
+    with pytest.raises(IntegrityError, match=r"cannot read image .*b/cut\.png .*repair or remove the file"):
+        load_image_folder(tmp_path)

@@ -41,7 +41,8 @@ def test_every_defense_keeps_the_shape(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "error", "match"),
-    [("noise:-1", ConfigError, "non-negative"), ("round:1.5", ConfigError, "round:1.5"),
+    [("noise:-1", ConfigError, "finite number >= 0"), ("noise:nan", ConfigError, "finite number >= 0"),
+     ("noise:inf", ConfigError, "finite number >= 0"), ("round:1.5", ConfigError, "round:1.5"),
      ("topk:0", ConfigError, "positive int"), ("topk", ConfigError, "topk:K"), ("blur:1", UnknownNameError, "blur")],
 )  # fmt: skip
 def test_bad_specs_name_the_fix(text: str, error: type, match: str) -> None:

@@ -61,3 +61,25 @@ def test_bad_settings() -> None:
         ModelAPI(model, "scores")
     with pytest.raises(ConfigError, match="budget"):
         ModelAPI(model, budget=-1)
+
+
+@pytest.mark.parametrize(
+    ("family", "ok", "bad"), [("classifier", "logits", "images"), ("encoder", "features", "labels")]
+)
+def test_a_kind_the_family_cannot_give_is_refused(family: str, ok: str, bad: str) -> None:
+    model = ModelSpec("cnn2" if family == "classifier" else "conv4", 1, 4, 8, family=family).build()
+    assert ModelAPI(model, ok).kind == ok
+    with pytest.raises(ConfigError, match=f"a {family} cannot answer '{bad}'; its API answers"):
+        ModelAPI(model, bad)
+
+
+def test_a_header_that_declares_no_images_is_refused() -> None:
+    import struct
+
+    from ownmark.serve import wire
+
+    body = wire.encode(torch.rand(1, 1, 2, 2))
+    head = body[: wire._HEAD.size]
+    empty = head + struct.pack("<4I", 0, 2**32 - 1, 2**32 - 1, 2**32 - 1)  # 0 bytes of data follow
+    with pytest.raises(ShapeError, match="holds no images; send at least one"):
+        wire.decode(empty)

@@ -117,7 +117,15 @@ def test_lr_at_steps_down_at_milestones() -> None:
 def test_key_seed() -> None:
     assert key_seed(0, 1) == key_seed(0, 1)
     assert len({key_seed(0, e) for e in range(100)} | {key_seed(1, e) for e in range(100)}) == 200
-    assert 0 <= key_seed(2**70, -1) < 2**63
+    assert 0 <= key_seed(2**64 - 1, -1) < 2**63
+    # a seed beyond 64 bits would be cut to its low bits (2**70 would replay seed 0): refused
+    with pytest.raises(ConfigError, match="does not fit in 64 bits"):
+        key_seed(2**70, 1)
+
+
+def test_engine_refuses_an_unknown_accelerator() -> None:
+    with pytest.raises(ConfigError, match="accelerator must be one of"):
+        Engine(accelerator="tpu")
 
 
 def test_predict_logits_restores_mode() -> None:

@@ -13,7 +13,14 @@ from ownmark.attacks.base import ATTACKS, timed
 from ownmark.attacks.distill import fresh_surrogate
 from ownmark.core import Cost
 from ownmark.data import ImageSet, load_dataset, to_image_shape
-from ownmark.errors import BudgetExhaustedError, ConfigError, ShapeError, require_choice, require_non_negative
+from ownmark.errors import (
+    BudgetExhaustedError,
+    ConfigError,
+    ShapeError,
+    require_choice,
+    require_non_negative,
+    require_positive,
+)
 from ownmark.models import ENCODERS, MODELS, ModelSpec
 from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.verify.suspect import QueryFn
@@ -64,8 +71,7 @@ class StolenEncoderConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"StolenEncoderConfig.{name} must be a positive int, got {value!r}")
         require_non_negative(self, "lambda_value", "momentum", "weight_decay")
-        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ConfigError(f"StolenEncoderConfig.lr must be a positive number, got {self.lr!r}")
+        require_positive(self, "lr")
         require_choice(self, "distance", DISTANCES)
         require_choice(self, "optimizer", ("sgd", "adam"))
         if self.arch is not None and (not isinstance(self.arch, str) or not self.arch):

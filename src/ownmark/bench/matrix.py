@@ -113,6 +113,12 @@ class MatrixConfig:
                 )
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
+        seeds = [self.split_seed, *self.seeds]
+        if not self.seeds or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**63 for v in seeds):
+            raise ConfigError(
+                f"seeds must be a non-empty list of ints in [0, 2**63) and split_seed one such int, got seeds "
+                f"{list(self.seeds)!r}, split_seed {self.split_seed!r}"
+            )
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha!r}")
 
@@ -125,6 +131,9 @@ class MatrixConfig:
         raw = dict(raw)
         for key in ("seeds", "attacks"):
             if key in raw:
+                if not isinstance(raw[key], (list, tuple)):
+                    example = "[0, 1, 2]" if key == "seeds" else "[{name: ftal}]"
+                    raise ConfigError(f"bench config `{key}` must be a list, got {raw[key]!r}; e.g. {key}: {example}")
                 raw[key] = tuple(raw[key])
         return cls(**raw)
 

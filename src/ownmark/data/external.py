@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ownmark.data.imageset import ImageSet
-from ownmark.errors import ConfigError, MissingFileError, UnknownNameError
+from ownmark.errors import ConfigError, IntegrityError, MissingFileError, UnknownNameError
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 OFFLINE_HINT = "the datasets that need no download are mnist5k, digits and photos"
@@ -43,6 +43,19 @@ def images_to_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None
     return batch.float().div_(255)
 
 
+def _read_image(file: pathlib.Path) -> Image.Image:
+    """One decoded image, or IntegrityError naming the file that cannot be read."""
+    try:
+        with Image.open(file) as im:
+            im.load()
+            return im.copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's decode errors
+        raise IntegrityError(
+            f"cannot read image {file} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'corrupt'}); "
+            "repair or remove the file"
+        ) from None
+
+
 def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = None) -> ImageSet:
     """Load a folder laid out as ``path/<class>/<image>``, like torchvision's ImageFolder.
 
@@ -64,8 +77,7 @@ def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = N
     for label, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                with Image.open(file) as im:
-                    images.append(im.copy())
+                images.append(_read_image(file))
                 labels.append(label)
     if not images:
         raise ConfigError(

@@ -9,6 +9,7 @@ service alike. A defense is parsed from a short spec: ``none``, ``noise:0.5``, `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,8 +62,8 @@ class Noise:
     absolute: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.std, (int, float)) or self.std < 0:
-            raise ConfigError(f"noise std must be a non-negative number, got {self.std!r}")
+        if isinstance(self.std, bool) or not isinstance(self.std, (int, float)) or not 0 <= self.std < math.inf:
+            raise ConfigError(f"noise std must be a finite number >= 0, got {self.std!r}; e.g. noise:0.5")
 
     def __call__(self, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         out = out.float()

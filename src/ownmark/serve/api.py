@@ -19,6 +19,7 @@ from ownmark.train import key_seed
 
 KINDS = ("labels", "probs", "logits", "features", "images")
 DEFAULT_KIND = {"classifier": "probs", "encoder": "features", "image2image": "images"}
+FAMILY_KINDS = {"classifier": ("labels", "probs", "logits"), "encoder": ("features",), "image2image": ("images",)}
 NOISE_STREAM = 0x4E4F4953
 
 
@@ -61,6 +62,12 @@ class ModelAPI:
         kind = kind or default_kind(model)
         if kind not in KINDS:
             raise ConfigError(f"ModelAPI kind must be one of {list(KINDS)}, got {kind!r}")
+        family = getattr(getattr(model, "spec", None), "family", None)
+        if family in FAMILY_KINDS and kind not in FAMILY_KINDS[family]:
+            raise ConfigError(
+                f"a {family} cannot answer {kind!r}; its API answers {' or '.join(FAMILY_KINDS[family])} "
+                f"(--kind {FAMILY_KINDS[family][0]}, or leave --kind out)"
+            )
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ConfigError(f"ModelAPI budget must be a non-negative int or None, got {budget!r}")
         self.model, self.kind, self.budget = model, kind, budget

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import socket
 import threading
 import time
@@ -82,8 +83,10 @@ class ServeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"ServeConfig.{name} must be a positive int, got {value!r}")
         if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, (int, float))
-                                      or not self.rate > 0):  # fmt: skip
-            raise ConfigError(f"ServeConfig.rate must be a positive number of requests/s or None, got {self.rate!r}")
+                                      or not 0 < self.rate < math.inf):  # fmt: skip
+            raise ConfigError(
+                f"ServeConfig.rate must be a finite positive number of requests/s or None, got {self.rate!r}"
+            )
         parse_defense(self.defense)  # a bad spec fails here, not at the first request
 
 

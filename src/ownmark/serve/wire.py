@@ -61,6 +61,8 @@ def decode(body: bytes) -> torch.Tensor:
     if len(body) < start:
         raise ShapeError("the tensor header is truncated")
     shape = struct.unpack_from(f"<{ndim}I", body, _HEAD.size)
+    if 0 in shape:  # an empty tensor of absurd width would pass the byte count and fail deep in the model
+        raise ShapeError(f"the tensor header declares shape {tuple(shape)}, which holds no images; send at least one")
     dtype = DTYPES[code]
     size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
     if len(body) - start != size:

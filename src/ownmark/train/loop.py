@@ -60,6 +60,9 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.milestones must be fractions in (0, 1), got {self.milestones!r}")
 
 
+ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
+
+
 @dataclass(frozen=True)
 class Engine:
     """Where a run executes: passed to ``lightning.Fabric`` (CPU by default; ``cuda``/``gpu``
@@ -74,6 +77,14 @@ class Engine:
 
     def __post_init__(self) -> None:
         require_positive(self, "devices", "num_nodes")
+        require_choice(self, "accelerator", ACCELERATORS)
+        if self.accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+            raise ConfigError(
+                f"--accelerator {self.accelerator}: no CUDA GPU is visible on this machine (torch "
+                f"{torch.__version__}); use --accelerator cpu (or auto)"
+            )
+        if self.accelerator == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError("--accelerator mps: Apple's MPS backend is not available here; use --accelerator cpu")
 
 
 @dataclass
@@ -91,9 +102,15 @@ class TrainResult:
 
 
 def key_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (for per-epoch and per-step generators)."""
+    """A 63-bit seed derived from integers (for per-epoch and per-step generators).
+
+    Each part must fit in 64 bits: a larger seed would be cut to its low bits and give another seed's
+    stream (2**70 would repeat seed 0), so it is refused.
+    """
     h = 1469598103934665603
     for p in parts:
+        if not -(2**63) <= int(p) < 2**64:
+            raise ConfigError(f"seed {p} does not fit in 64 bits; choose a seed between 0 and 2**63 - 1")
         h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
     return h
 

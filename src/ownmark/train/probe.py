@@ -50,6 +50,8 @@ class ProbeResult:
 
 def few_shot(data: ImageSet, shots: int, seed: int) -> ImageSet:
     """``shots`` images per class, a seeded random choice."""
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ConfigError(f"shots must be a whole number of labelled images per class >= 1, got {shots!r}")
     g = torch.Generator().manual_seed(key_seed(seed, SHOT_STREAM))
     picks = []
     for label in range(data.num_classes):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,14 +76,23 @@ def parse_value(owner: str, name: str, raw: Any, current: Any) -> Any:
         if isinstance(current, int) or (current is None and text.lstrip("-").isdigit()):
             return int(text)
         if isinstance(current, float):
-            return float(text)
+            return _finite(owner, name, float(text))
         if isinstance(current, tuple):
-            return tuple(float(v) for v in text.strip("()[]").split(",") if v.strip())
+            return tuple(_finite(owner, name, float(v)) for v in text.strip("()[]").split(",") if v.strip())
         if current is None and text.lower() == "none":
             return None
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"{owner}.{name} expects a value of type {type(current).__name__}, got {raw!r}") from None
     return text
+
+
+def _finite(owner: str, name: str, value: float) -> float:
+    """``value`` unless it is inf or nan, which no setting of ownmark accepts (``lr=inf`` trains to chance)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{owner}.{name} must be a finite number, got {value}; give a number such as 0.01")
+    return value
 
 
 def config_dict(config: Any) -> dict[str, Any]:
