@@ -146,7 +146,10 @@ def test_health_models_and_openapi_docs(serve: Serve, classifier: nn.Module) -> 
         assert HTTP.get(f"{url}/v1/models").status_code == 401
         spec = HTTP.get(f"{url}/openapi.json").json()
         assert "/v1/models/{name}/query" in spec["paths"] and "HTTPBearer" in spec["components"]["securitySchemes"]
-        assert HTTP.get(f"{url}/docs").status_code == 200
+        page = HTTP.get(f"{url}/docs")
+        # rendered by the service: it reads offline (no Swagger UI script from a CDN) and lists every route
+        assert page.status_code == 200 and "<script" not in page.text and "http" not in page.text.replace(url, "")
+        assert "POST /v1/models/{name}/query" in page.text and "429 query budget exhausted" in page.text
         with pytest.raises(ConfigError, match="serves"):
             RemoteModel(url, TOKEN)  # two models: the client must name one
         assert RemoteModel(f"{url}/v1/models/n", TOKEN).name == "n"
@@ -227,3 +230,21 @@ def test_a_model_without_a_spec_refuses_shapes_it_cannot_take_with_400(serve: Se
         refused = post(url, encode(torch.rand(2, 1, 4, 4)), model="plain")
         assert refused.status_code == 400 and refused.json()["detail"] == "the model cannot take images (1, 4, 4)"
         assert HTTP.get(f"{url}/v1/models/plain", headers=AUTH).json()["used"] == 3  # the refusal was refunded
+
+
+def test_a_client_that_hangs_up_mid_body_costs_one_log_line_and_nothing_else(
+    serve: Serve, classifier: nn.Module, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with serve({"m": classifier}, ServeConfig(budget=100)) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(3):
+            with socket.create_connection((host, int(port))) as sock:
+                head = (
+                    f"POST /v1/models/m/query HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    f"Content-Type: {TENSOR_TYPE}\r\nContent-Length: 100000\r\n\r\n"
+                )
+                sock.sendall(head.encode() + b"\0" * 1000)  # then hang up, 99,000 bytes short
+        assert HTTP.get(f"{url}/health").status_code == 200
+        assert HTTP.get(f"{url}/v1/models/m", headers=AUTH).json()["used"] == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception in ASGI application" not in err, err[-2000:]

@@ -10,7 +10,9 @@ restart. Every client mistake is a 4xx with a one-line ``{"detail": ...}``.
 
 Routes: ``GET /health``; ``GET /v1/models``; ``GET /v1/models/{name}``;
 ``POST /v1/models/{name}/query`` with a binary tensor (:mod:`ownmark.serve.wire`) or JSON
-``{"images": ...}``; OpenAPI docs at ``/docs``.
+``{"images": ...}``; OpenAPI docs at ``/docs`` (a page rendered by the service itself, so it reads
+offline: no script from a CDN) and ``/openapi.json``. Bodies are parsed in a worker thread, so a
+large JSON query never stalls ``/health``; a client that hangs up mid-body costs one log line.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from typing import Any
 import torch
 from fastapi import FastAPI, HTTPException, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from torch import nn
 
 from ownmark.defenses import parse_defense
@@ -231,7 +234,7 @@ ERRORS = {
 
 def create_app(service: Service) -> FastAPI:
     """The FastAPI app serving ``service``'s models."""
-    app = FastAPI(title="ownmark model service", version="1", description=DESCRIPTION)
+    app = FastAPI(title="ownmark model service", version="1", description=DESCRIPTION, docs_url=None, redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="an API token given to `ownmark serve`")
     cfg = service.config
 
@@ -254,6 +257,10 @@ def create_app(service: Service) -> FastAPI:
     def known(name: str) -> None:
         if name not in service.models:
             raise HTTPException(404, f"no model named {name!r}; GET /v1/models lists the served models")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.get("/health", summary="Liveness: the service is up")
     def health() -> dict[str, Any]:
@@ -293,7 +300,7 @@ def create_app(service: Service) -> FastAPI:
         if media not in (TENSOR_TYPE, "application/octet-stream", JSON_TYPE):
             raise HTTPException(415, f"content type {media or 'none'!r}; send {TENSOR_TYPE} or {JSON_TYPE}")
         try:
-            x = from_json(body) if media == JSON_TYPE else decode(body)
+            x = await run_in_threadpool(from_json if media == JSON_TYPE else decode, body)  # off the event loop
             out, remaining = await run_in_threadpool(service.answer, key, name, x)
         except ShapeError as err:
             raise HTTPException(400, str(err)) from None
@@ -315,12 +322,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HTTPException(413, f"request body of {declared} bytes exceeds the limit of {limit}; send smaller batches")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body exceeds the limit of {limit} bytes; send smaller batches")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"request body exceeds the limit of {limit} bytes; send smaller batches")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client hung up mid-body: nothing to answer, nothing charged, one log line
+        log.info("client disconnected after %d body bytes", size)
+        raise HTTPException(400, "the client disconnected before the request body was complete") from None
     return b"".join(chunks)
+
+
+def docs_page(spec: Mapping[str, Any]) -> str:
+    """The API reference as one self-contained HTML page (no scripts, no CDN) from an OpenAPI ``spec``."""
+    from html import escape
+
+    rows = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            responses = op.get("responses", {}).items()
+            codes = ", ".join(f"{c} {escape(str(r.get('description', '')))}" for c, r in responses)
+            rows.append(
+                f"<h2><code>{method.upper()} {escape(path)}</code></h2><p>{escape(op.get('summary', ''))}</p>"
+                f"<p>{escape(op.get('description', ''))}</p><p><small>responses: {codes}</small></p>"
+            )
+    info = spec.get("info", {})
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(info.get('title', ''))}</title></head>"
+        f"<body style='font-family:sans-serif;max-width:60em;margin:auto'><h1>{escape(info.get('title', ''))}</h1>"
+        f"<p>{escape(info.get('description', ''))}</p><p>Send <code>Authorization: Bearer TOKEN</code>. "
+        f"Machine-readable: <a href='/openapi.json'>/openapi.json</a>.</p>{''.join(rows)}</body></html>"
+    )
 
 
 def uvicorn_config(app: FastAPI, host: str, port: int, **kwargs: Any) -> Any:
