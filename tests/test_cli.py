@@ -144,6 +144,23 @@ def test_train_same_seed_gives_identical_bytes(art: Artefacts, tmp_path: Path) -
     assert (tmp_path / "again.safetensors").read_bytes() == art.clean.with_name("clean.safetensors").read_bytes()
 
 
+@pytest.mark.slow
+def test_train_gives_the_same_bytes_whatever_the_thread_count_in_force(art: Artefacts, tmp_path: Path) -> None:
+    """The caller's torch thread count (OMP_NUM_THREADS) changes reductions' last bits; train pins its own."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        invoke("train", "--out", tmp_path / "two", "--set", "epochs=1")
+        assert torch.get_num_threads() == 2  # restored when the command ends
+    finally:
+        torch.set_num_threads(before)
+    assert (tmp_path / "two.safetensors").read_bytes() == art.clean.with_name("clean.safetensors").read_bytes()
+    invoke("train", "--out", tmp_path / "explicit", "--set", "epochs=1", "--threads", "2")
+    assert (tmp_path / "explicit.safetensors").read_bytes() != (tmp_path / "two.safetensors").read_bytes()
+
+
 def test_embed_writes_marked_model_key_and_config(art: Artefacts) -> None:
     names = {p.name for p in art.fcw.iterdir()}
     assert {"marked.safetensors", "marked.json", "key.safetensors", "key.json", "config.json"} <= names

@@ -38,6 +38,12 @@ TargetUrl = Annotated[
     str | None,
     typer.Option(help="A served model: http://HOST:PORT, or http://HOST:PORT/v1/models/NAME for one of several."),
 ]
+Threads = Annotated[
+    int,
+    typer.Option(
+        min=1, help="CPU threads for torch, pinned so the same seed gives the same bytes whatever OMP_NUM_THREADS says."
+    ),
+]
 Token = Annotated[str | None, typer.Option(help="API token for --target-url.", envvar="OWNMARK_TOKEN")]
 
 
@@ -45,6 +51,16 @@ def _engine(accelerator: str, devices: int, num_nodes: int):
     from ownmark.train import Engine
 
     return Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
+
+
+def _pin_threads(ctx: typer.Context, threads: int) -> None:
+    """Run the command on ``threads`` torch CPU threads (intra-op reductions change the last bits of
+    trained weights with the thread count); the caller's count is restored when the command ends."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    ctx.call_on_close(lambda: torch.set_num_threads(before))
 
 
 def _outputs(*paths: tuple[Path | None, str, str]) -> None:
@@ -105,6 +121,7 @@ def list_(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
     arch: Annotated[str, typer.Option(help="Architecture (see `ownmark list models`).")] = "cnn2",
     dataset: Dataset = "mnist5k",
@@ -121,8 +138,10 @@ def train(
         str, typer.Option(help="classifier, or encoder: self-supervised pre-training (--set method=simclr|moco|byol).")
     ] = "classifier",
     dim: Annotated[int, typer.Option(help="Feature dimension of an encoder.")] = 128,
+    threads: Threads = 1,
 ) -> None:
     """Train a clean classifier (or pre-train an encoder) on one part of a dataset."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"), (checkpoint, "--checkpoint", "file"))
     from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
     from ownmark.models import save_model
@@ -162,6 +181,7 @@ def train(
 
 @app.command()
 def embed(
+    ctx: typer.Context,
     scheme: Annotated[str, typer.Argument(help="Watermark scheme (see `ownmark list schemes`).")],
     model: Annotated[
         str,
@@ -181,8 +201,10 @@ def embed(
     devices: Devices = 1,
     num_nodes: Nodes = 1,
     nulls: Annotated[int, typer.Option(help="Encoder schemes: independent encoders that set the null margin.")] = 5,
+    threads: Threads = 1,
 ) -> None:
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "folder"))
     from ownmark.bench.experiment import Context
     from ownmark.io import artefact_paths, save_key
@@ -245,6 +267,7 @@ def _load_fitting(path: Any, ctx: Any) -> Any:
 
 @app.command()
 def attack(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Attack (see `ownmark list attacks`).")],
     out: Annotated[Path, typer.Option(help="Where to save the attacked model.")],
     model: Annotated[Path | None, typer.Option(help="Victim model (or --target-url).")] = None,
@@ -258,8 +281,10 @@ def attack(
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
     num_nodes: Nodes = 1,
+    threads: Threads = 1,
 ) -> None:
     """Attack a copy of a model with the attacker's data; report the cost."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
     from ownmark.attacks.encoder_eval import describe_theft

@@ -17,6 +17,9 @@ app = typer.Typer(no_args_is_help=True, help="Image-to-image models and deep out
 Task = Annotated[str, typer.Option(help="denoise, deblur or colourise (on the bundled photo patches).")]
 SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.", min=0, max=2**63 - 1)]
 Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
+Threads = Annotated[
+    int, typer.Option(min=1, help="CPU threads for torch, pinned so a seed gives the same bytes on any machine.")
+]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
 
 
@@ -24,6 +27,12 @@ def _console():
     from ownmark.cli import console
 
     return console
+
+
+def _pin_threads(ctx: typer.Context, threads: int) -> None:
+    from ownmark.cli import _pin_threads as pin
+
+    pin(ctx, threads)
 
 
 def _outputs(*paths: tuple[Path | None, str, str]) -> None:
@@ -50,6 +59,7 @@ def _fidelity(task: str, split_seed: int, clean, marked) -> str:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
     arch: Annotated[str, typer.Option(help="unet, encdec, resnet-i2i or conv3.")] = "unet",
     task: Task = "deblur",
@@ -58,8 +68,10 @@ def train(
     sets: Sets = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint written after every epoch.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = False,
+    threads: Threads = 1,
 ) -> None:
     """Train a clean image-to-image target model on the owner's split of a task."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"), (checkpoint, "--checkpoint", "file"))
     from ownmark.data.image2image import load_task
     from ownmark.models import ModelSpec, save_model
@@ -80,6 +92,7 @@ def train(
 
 @app.command()
 def embed(
+    ctx: typer.Context,
     model: Annotated[Path, typer.Option(help="Clean target model (from `ownmark i2i train`).")],
     out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
     task: Task = "deblur",
@@ -87,8 +100,10 @@ def embed(
     seed: Seed = 0,
     preset: Annotated[str, typer.Option(help="default, paper or absorbed.")] = "default",
     sets: Sets = None,
+    threads: Threads = 1,
 ) -> None:
     """Embed deep output watermarking (barrier or absorbed form); save marked model and key."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "folder"))
     from ownmark.cli import _save_config
     from ownmark.data.image2image import load_task
@@ -108,6 +123,7 @@ def embed(
 
 @app.command()
 def attack(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="surrogate, output-noise or output-jpeg.")],
     model: Annotated[Path, typer.Option(help="Victim model.")],
     out: Annotated[Path, typer.Option(help="Where to save the attacker's model.")],
@@ -115,8 +131,10 @@ def attack(
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
     sets: Sets = None,
+    threads: Threads = 1,
 ) -> None:
     """Train a surrogate on the victim's outputs for the attacker's inputs (or perturb its outputs)."""
+    _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
     from ownmark.data.image2image import load_task
