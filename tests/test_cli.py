@@ -429,6 +429,32 @@ def test_usage_error_exits_2_without_traceback(monkeypatch, capsys, args: tuple[
     assert code == 2 and expected in err and "Traceback" not in err, err
 
 
+def test_version_and_python_dash_m(monkeypatch, capsys) -> None:
+    import subprocess
+
+    from ownmark import __version__
+
+    assert invoke("--version").stdout.strip() == f"ownmark {__version__}"
+    done = subprocess.run([sys.executable, "-m", "ownmark", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"ownmark {__version__}", done.stderr
+    code, err = run_main(monkeypatch, capsys, "-q", "-v", "list")
+    assert code == 2 and "give -q or -v, not both" in err
+
+
+def test_verbosity_sets_the_log_level() -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    try:
+        invoke("-vv", "list", "schemes")
+        assert root.level == logging.DEBUG
+        invoke("-q", "list", "schemes")
+        assert root.level == logging.ERROR
+    finally:
+        root.setLevel(before)
+
+
 def test_success_through_main_exits_0(monkeypatch, capsys) -> None:
     code, err = run_main(monkeypatch, capsys, "list", "schemes")
     assert code == 0 and err == ""

@@ -24,6 +24,29 @@ from ownmark.cli_encoder import app as encoder_app  # noqa: E402  (the encoder f
 
 app.add_typer(encoder_app, name="encoder")
 app.add_typer(i2i_app, name="i2i")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ownmark import __version__
+
+        typer.echo(f"ownmark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv: debug).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only (results still print).")] = False,
+) -> None:
+    """Embed, attack and verify DNN watermarks."""
+    if quiet and verbose:
+        raise typer.BadParameter("give -q or -v, not both", param_hint="-q/-v")
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.getLogger().setLevel(level)
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
