@@ -47,6 +47,8 @@ def _options(
         raise typer.BadParameter("give -q or -v, not both", param_hint="-q/-v")
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.getLogger().setLevel(level)
+
+
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
@@ -139,7 +141,7 @@ def list_(
         raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(groups)} or all")
     for name, items in groups.items():
         if what in ("all", name):
-            console.print(f"[bold]{name}[/]: {', '.join(items)}")
+            console.print(f"[bold]{name}[/]: {', '.join(items)}", soft_wrap=True)
 
 
 @app.command()
@@ -601,7 +603,8 @@ def demo(
 @bench_app.command("run")
 def bench_run(
     preset: Annotated[
-        str | None, typer.Option(help="quick (this CPU, minutes), smoke (seconds) or paper (GPU).")
+        str | None,
+        typer.Option(help="quick (this CPU), full (quick + preprocessing and quantization), smoke or paper (GPU)."),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML or TOML matrix config (may name a preset).")] = None,
     workdir: Annotated[Path | None, typer.Option(help="Folder for models, keys and results.sqlite.")] = None,

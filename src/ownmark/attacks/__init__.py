@@ -5,8 +5,10 @@ from ownmark.attacks import (  # noqa: F401  (registers)
     distill,
     encoder_attacks,
     finetune,
+    preprocess,
     prune,
     ptynet_attacks,
+    quantize,
     stolen_encoder,
     surrogate,
     transforms,
@@ -15,7 +17,9 @@ from ownmark.attacks.base import ATTACKS, timed
 from ownmark.attacks.chain import Chain
 from ownmark.attacks.distill import Distill, DistillConfig, make_query
 from ownmark.attacks.finetune import FineTune, FineTuneConfig, FineTuneLastLayer, RetrainAll, RetrainLastLayer
+from ownmark.attacks.preprocess import Mean, Median, Occlude, Squeeze
 from ownmark.attacks.prune import FinePrune, FinePruneConfig, Prune, PruneConfig, global_l1_prune
+from ownmark.attacks.quantize import Quantize, QuantizeConfig
 from ownmark.attacks.stolen_encoder import StolenEncoder, StolenEncoderConfig
 from ownmark.attacks.transforms import (
     Blur,
@@ -31,8 +35,8 @@ from ownmark.attacks.transforms import (
 
 __all__ = [
     "ATTACKS", "Blur", "BlurConfig", "Chain", "Distill", "DistillConfig", "FinePrune", "FinePruneConfig",
-    "FineTune", "FineTuneConfig", "FineTuneLastLayer", "Flip", "FlipConfig", "Jpeg", "JpegConfig", "Noise",
-    "NoiseConfig", "Prune", "PruneConfig", "RetrainAll", "RetrainLastLayer", "StolenEncoder", "StolenEncoderConfig",
-    "TransformedModel",
-    "global_l1_prune", "make_query", "timed",
+    "FineTune", "FineTuneConfig", "FineTuneLastLayer", "Flip", "FlipConfig", "Jpeg", "JpegConfig", "Mean", "Median",
+    "Noise", "NoiseConfig", "Occlude", "Prune", "PruneConfig", "Quantize", "QuantizeConfig", "Squeeze",
+    "RetrainAll", "RetrainLastLayer", "StolenEncoder", "StolenEncoderConfig", "TransformedModel", "global_l1_prune",
+    "make_query", "timed",
 ]  # fmt: skip

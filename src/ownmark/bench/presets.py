@@ -1,4 +1,5 @@
-"""Named bench configurations: ``quick`` for this CPU in minutes, ``paper`` for a GPU."""
+"""Named bench configurations: ``quick`` for this CPU in minutes, ``full`` (quick plus the further
+attacks: input preprocessing, weight quantization), ``smoke`` for tests, ``paper`` for a GPU."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "output-noise", "set": {"std": 0.02}},
     {"name": "output-jpeg", "set": {"quality": 75}},
 ]
+# the rest of the SoK's input-preprocessing group and weight quantization (issue 17), in the `full` preset:
+# no training, so they cost verification queries only
+_MORE_ATTACKS: list[dict[str, Any]] = [
+    {"name": "squeeze", "sweep": {"bits": [1, 3]}},
+    {"name": "median", "sweep": {"kernel_size": [3, 5]}},
+    {"name": "mean", "sweep": {"kernel_size": [3]}},
+    {"name": "occlusion", "sweep": {"size": [8, 14]}},
+    {"name": "quantize", "families": ["classifier", "encoder"], "sweep": {"bits": [8, 4, 2]}},
+]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 # (the scheme's default is now the secret variant, so the paper's row names its preset)
 ENCODER_SCHEMES = {
@@ -57,6 +67,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, **ENCODER_SCHEMES, "deepwm": {}},
         "attacks": _ATTACKS,
         "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},  # 21 null models
+        "null_training": {"epochs": 6},
+    },
+    "full": {  # quick plus every further attack ownmark has (issue 17's suite as it grows)
+        "name": "full",
+        "dataset": "mnist5k",
+        "arch": "cnn2",
+        "seeds": [0, 1],
+        "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, **ENCODER_SCHEMES, "deepwm": {}},
+        "attacks": [*_ATTACKS, *_MORE_ATTACKS],
+        "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},
         "null_training": {"epochs": 6},
     },
     "smoke": {  # the smallest real run: one scheme, three attacks, for tests and a first look
