@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ownmark.attacks import ATTACKS, TransformedModel
 from ownmark.attacks.preprocess import BitDepth, OcclusionConfig, Smooth, SmoothConfig, SqueezeConfig
@@ -11,18 +10,9 @@ from ownmark.attacks.prune import prunable_weights
 from ownmark.attacks.quantize import QuantizeConfig
 from ownmark.errors import ConfigError
 from ownmark.models import ModelSpec
-from ownmark.train import TrainConfig, accuracy, fit
+from ownmark.train import accuracy
 
 PREPROCESS = ["squeeze", "median", "mean", "occlusion"]
-
-
-@pytest.fixture(scope="module")
-def mnist_model(mnist_splits) -> nn.Module:
-    """A cnn2 trained 4 epochs on mnist5k's owner part."""
-    torch.manual_seed(0)
-    model = ModelSpec("cnn2", 1, 10, 28).build()
-    fit(model, mnist_splits.owner, TrainConfig(epochs=4, batch_size=128, lr=0.05), seed=0)
-    return model.eval()
 
 
 @pytest.mark.parametrize("name", PREPROCESS)

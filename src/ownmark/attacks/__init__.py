@@ -5,6 +5,7 @@ from ownmark.attacks import (  # noqa: F401  (registers)
     distill,
     encoder_attacks,
     finetune,
+    labels,
     preprocess,
     prune,
     ptynet_attacks,

@@ -42,14 +42,16 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "output-noise", "set": {"std": 0.02}},
     {"name": "output-jpeg", "set": {"quality": 75}},
 ]
-# the rest of the SoK's input-preprocessing group and weight quantization (issue 17), in the `full` preset:
-# no training, so they cost verification queries only
+# the rest of the SoK's input-preprocessing group, weight quantization (no training: verification queries
+# only) and fine-tuning with smoothed or noisy labels (issue 17), in the `full` preset
 _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "squeeze", "sweep": {"bits": [1, 3]}},
     {"name": "median", "sweep": {"kernel_size": [3, 5]}},
     {"name": "mean", "sweep": {"kernel_size": [3]}},
     {"name": "occlusion", "sweep": {"size": [8, 14]}},
     {"name": "quantize", "families": ["classifier", "encoder"], "sweep": {"bits": [8, 4, 2]}},
+    {"name": "label-smooth", "set": {"epochs": 3, "smoothing": 0.3}},
+    {"name": "label-noise", "set": {"epochs": 3, "noise": 0.3}},
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 # (the scheme's default is now the secret variant, so the paper's row names its preset)
