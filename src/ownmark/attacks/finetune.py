@@ -135,8 +135,15 @@ class FineTune:
             if self.reinit_last:
                 reinitialise(last_linear(attacked), torch.Generator().manual_seed(key_seed(seed, REINIT_STREAM)))
             with train_only(attacked, last_linear(attacked)) if self.last_only else nullcontext() as hook:
-                fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook,
-                    loss=fit_loss(attacked))  # an injected (PTYNet) model answers scores, not logits
+                fit(
+                    attacked,
+                    data,
+                    self.config.train_config(),
+                    seed=seed,
+                    engine=engine,
+                    step_hook=hook,
+                    loss=fit_loss(attacked),
+                )  # an injected (PTYNet) model answers scores, not logits
         cost.epochs = float(self.config.epochs)
         return attacked, cost
 

@@ -112,7 +112,14 @@ class FineTuneTarget(FineTune):
         attacked = copy.deepcopy(model)
         cost = Cost()
         with timed(cost), train_only(attacked, attacked.target) as hook:
-            fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, step_hook=hook,
-                loss=fit_loss(attacked))
+            fit(
+                attacked,
+                data,
+                self.config.train_config(),
+                seed=seed,
+                engine=engine,
+                step_hook=hook,
+                loss=fit_loss(attacked),
+            )
         cost.epochs = float(self.config.epochs)
         return attacked, cost

@@ -189,8 +189,17 @@ class AWEncoderConfig:
         require_choice(self, "key_image", ("photo", "matched", "noise"))
         require_in_range(self, "eps", 0.0, 1.0)
         require_positive(
-            self, "eps", "pgd_steps", "pgd_step", "pgd_batch", "epochs", "lr", "batch_size", "n_verify",
-            "key_candidates", "decoys",
+            self,
+            "eps",
+            "pgd_steps",
+            "pgd_step",
+            "pgd_batch",
+            "epochs",
+            "lr",
+            "batch_size",
+            "n_verify",
+            "key_candidates",
+            "decoys",
         )
         if isinstance(self.decoys, bool) or not isinstance(self.decoys, int):
             raise ConfigError(f"AWEncoderConfig.decoys is a whole number of decoy keys (e.g. 199), got {self.decoys!r}")

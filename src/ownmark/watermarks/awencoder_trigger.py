@@ -18,7 +18,14 @@ KEY_STREAM, DELTA_STREAM = 0x4B455921, 0x44454C54
 
 
 def universal_perturbation(
-    encoder: nn.Module, x: torch.Tensor, x_key: torch.Tensor, *, eps: float, steps: int, step: float, seed: int,
+    encoder: nn.Module,
+    x: torch.Tensor,
+    x_key: torch.Tensor,
+    *,
+    eps: float,
+    steps: int,
+    step: float,
+    seed: int,
     batch: int = 256,
 ) -> torch.Tensor:
     """The paper's delta: PGD with signed steps on mean(1 - cos(E0(x + delta), E0(x_key))), clipped

@@ -499,8 +499,7 @@ class PTYNet:
         docstring); ``suspect`` is a module or a function of images returning labels or scores."""
         if p0 is not None:
             raise ConfigError(
-                "PTYNet's p-value is the owner's key's rank among decoy keys, exact without a null match rate; "
-                "drop p0"
+                "PTYNet's p-value is the owner's key's rank among decoy keys, exact without a null match rate; drop p0"
             )
         check_key(key, "ptynet")
         t = key.tensors
@@ -530,8 +529,14 @@ class PTYNet:
             "clean_rate_of_label": float((on_clean == t["verify_y"]).float().mean()),
         }  # fmt: skip
         return randomization_evidence(
-            "ptynet", torch.tensor(scores, dtype=torch.float64), 0, k=matches, n=len(clean), queries=oracle.queries,
-            what="background draws, each with its labels by the key's rule", details=details,
+            "ptynet",
+            torch.tensor(scores, dtype=torch.float64),
+            0,
+            k=matches,
+            n=len(clean),
+            queries=oracle.queries,
+            what="background draws, each with its labels by the key's rule",
+            details=details,
         )
 
 
