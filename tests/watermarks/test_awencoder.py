@@ -74,21 +74,28 @@ def test_white_box_owns_the_marked_encoder_and_no_independent_one(marked, mnist_
         assert decide(ev, 0.01).p_value > 0.1, (name, ev.details)
 
 
+@pytest.fixture(scope="module")
+def marked20(mnist_splits, mnist_encoder):
+    """The default 20 embedding epochs (99 decoys, 100 images): the black-box mark needs them."""
+    scheme = AWEncoder(AWEncoderConfig(decoys=99, n_verify=100))
+    encoder, key = scheme.embed(mnist_encoder, mnist_splits.owner, seed=0)
+    return scheme, encoder, key
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="regression found 2026-12-06 in a fresh venv (kornia 0.9.0, lightly 1.6.0, scikit-learn 1.9.1): the "
-    "marked encoder's delta sends 22 of 90 images to one label (was 0.945), black-box p 1.0, while the white-box "
-    "test still owns it; cause not yet found",
-    strict=False,
-)
-def test_black_box_through_a_downstream_classifier(marked, mnist_splits, nulls) -> None:
-    scheme, encoder, key = marked
+def test_black_box_through_a_downstream_classifier(marked20, mnist_splits, nulls) -> None:
+    """Through a linear probe on the marked encoder, the owner's delta is labelled unlike every decoy.
+
+    At 5 embedding epochs (the ``marked`` fixture) the black-box mark is too weak at this scale for
+    the rank (measured p 0.98 with the one-label statistic, see AWEncoder.detect_blackbox)."""
+    scheme, encoder, key = marked20
     probe = (mnist_splits.attacker, mnist_splits.test)
     ev = scheme.detect_blackbox(linear_probe(encoder, *probe).classifier, key)
     assert ev.queries == 100 + 100 * 100 and ev.details["candidates"] == 100
-    # measured: delta sends 0.945 of the images to one label, the decoys at most 0.798 (p 0.01)
+    # measured: distinctness 0.76 against the decoys' largest 0.32 (p 0.01, the smallest possible); the
+    # one-label share was 0.40 against 0.34 (it would also rank first here, by a thin margin)
     assert decide(ev, 0.01).owned, (ev.k, ev.n, ev.p_value, ev.details)
-    for name, enc in nulls.items():  # measured: p 0.10 and 0.48
+    for name, enc in nulls.items():  # measured: p 0.25 and 0.80
         null_ev = scheme.detect_blackbox(linear_probe(enc, *probe).classifier, key)
         assert decide(null_ev, 0.01).p_value > 0.01, (name, null_ev)
 
@@ -326,9 +333,10 @@ def test_models_made_without_the_secret_over_key_draws(mnist_splits, mnist_encod
             p[n].append(scheme.detect_blackbox(c, key).p_value)
     assert all(q == 1.0 for q in p["constant"] + p["constant-7"])
     claimed = {n: [s for s, q in zip(seeds, ps, strict=True) if q <= 0.05] for n, ps in p.items()}
-    # measured: owner-clean keys 12 and 15, simclr-201 key 15, moco-203 key 4, probe and biased-3 key 14
+    # measured (2026-12-06): owner-clean keys 9, 12 and 15, simclr-201 key 15, moco-203 key 4, probe and
+    # biased-3 key 11 (black-box by distinctness); mean p 0.49-0.58
     assert all(len(keys) <= 4 for keys in claimed.values()), claimed
     # the whole distribution, not only its tail: a valid rank has mean p 0.525 (sd of the mean over 20
-    # keys ~0.065); measured 0.45-0.55
+    # keys ~0.065)
     assert all(sum(ps) / len(ps) >= 0.3 for ps in p.values()), {n: sum(ps) / len(ps) for n, ps in p.items()}
     assert min(q for ps in p.values() for q in ps) >= 0.05  # the smallest p-value 19 decoys can give

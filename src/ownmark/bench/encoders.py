@@ -110,7 +110,8 @@ def _verify(scheme: AWEncoder, key: Any, encoder: nn.Module, probe: tuple[ImageS
         "probe": res.accuracy, "effect": white.details["effect"], "decoy_max": white.details["decoy_effect_max"],
         "p_white": vw.p_value, "owned_white": vw.owned, "naive_p": white.details["naive_paired_p"],
         "flips": black.k, "eligible": black.n, "flip_rate": black.details["flip_rate"],
-        "decoy_flip_max": black.details["decoy_flip_max"], "p_black": vb.p_value, "owned_black": vb.owned,
+        "decoy_flip_max": black.details["decoy_flip_max"], "distinct": black.details["distinct"],
+        "decoy_distinct_max": black.details["decoy_distinct_max"], "p_black": vb.p_value, "owned_black": vb.owned,
     }  # fmt: skip
 
 
@@ -234,7 +235,7 @@ def table(results: dict[str, Any], trigger: str) -> list[str]:
         f"The key ranked among {part['decoys']} decoy keys (smallest p {1 / (part['decoys'] + 1):.3g}); embedding "
         f"took {part['embed_seconds']:.0f} s.",
         "",
-        "| encoder | probe acc | effect (best decoy) | white-box p | naive paired p | flips (best decoy's rate) "
+        "| encoder | probe acc | effect (best decoy) | white-box p | naive paired p | distinctness (best decoy) "
         "| black-box p | white / black |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -244,7 +245,7 @@ def table(results: dict[str, Any], trigger: str) -> list[str]:
         )
         lines.append(
             f"| {name} | {100 * r['probe']:.1f}% | {r['effect']:.3f} ({r['decoy_max']:.3f}) | {_fmt_p(r['p_white'])} "
-            f"| {_fmt_p(r['naive_p'])} | {r['flips']}/{r['eligible']} ({r['decoy_flip_max']:.2f}) "
+            f"| {_fmt_p(r['naive_p'])} | {r['distinct']:.2f} ({r['decoy_distinct_max']:.2f}) "
             f"| {_fmt_p(r['p_black'])} | {verdict} |"
         )
     return lines

@@ -1,7 +1,8 @@
 """What verification measures on a suspect encoder (white-box) or its downstream classifier (black-box).
 
 Pure measurement functions for key-image watermarks such as AWEncoder: the per-image effect of a
-perturbation on the cosine to a key image, and how many images a perturbation sends to one label.
+perturbation on the cosine to a key image, how many images a perturbation sends to one label, and how
+unlike other candidate perturbations one is labelled (``distinctness``).
 The ``candidate_*`` forms score an owner's key and its decoys at once; the rank that turns
 those scores into a p-value is in :mod:`ownmark.verify.randomization`.
 """
@@ -97,6 +98,23 @@ def majority_moves(suspect: Any, x: torch.Tensor, delta: torch.Tensor) -> tuple[
     return int(moved[0]), int(eligible[0]), queries
 
 
+def candidate_labels(
+    suspect: Any, x: torch.Tensor, deltas: torch.Tensor, *, chunk_images: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The suspect's labels of the clean images (N,) and of every x + delta_j (M, N), and the queries.
+
+    The clean images are labelled once and shared by every candidate; queries: N + M * N images.
+    """
+    n, m = len(x), len(deltas)
+    oracle = LabelOracle(suspect)
+    clean = oracle(x)
+    per = max(1, chunk_images // max(n, 1))
+    marked = torch.cat([
+        oracle((x[None] + deltas[lo : lo + per, None]).clamp(0, 1).flatten(0, 1)) for lo in range(0, m, per)
+    ]).view(m, n)  # fmt: skip
+    return clean, marked, oracle.queries
+
+
 def candidate_moves(
     suspect: Any, x: torch.Tensor, deltas: torch.Tensor, *, chunk_images: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -111,14 +129,34 @@ def candidate_moves(
         >>> moved.tolist(), eligible.tolist(), q
         ([4, 0], [4, 0], 12)
     """
-    n, m = len(x), len(deltas)
-    oracle = LabelOracle(suspect)
-    clean = oracle(x)
-    per = max(1, chunk_images // max(n, 1))
-    marked = torch.cat([
-        oracle((x[None] + deltas[lo : lo + per, None]).clamp(0, 1).flatten(0, 1)) for lo in range(0, m, per)
-    ]).view(m, n)  # fmt: skip
+    clean, marked, queries = candidate_labels(suspect, x, deltas, chunk_images=chunk_images)
+    return label_moves(clean, marked) + (queries,)
+
+
+def label_moves(clean: torch.Tensor, marked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(moved (M,), eligible (M,)) from :func:`candidate_labels`' clean (N,) and marked (M, N) labels."""
     target = torch.mode(marked, dim=1).values
     eligible = clean[None] != target[:, None]
     moved = ((marked == target[:, None]) & eligible).sum(1)
-    return moved, eligible.sum(1), oracle.queries
+    return moved, eligible.sum(1)
+
+
+def distinctness(marked: torch.Tensor) -> torch.Tensor:
+    """Per candidate j of M (rows of ``marked``, labels of N images): the share of the other
+    candidates that label an image differently from j, averaged over the images.
+
+    A symmetric function of the candidates (it does not care which one is the owner's), so ranking
+    the owner's score among the decoys' keeps the rank test exact. A suspect that answers every
+    perturbation alike (one label everywhere, or one label for any noise) scores 0 for every candidate.
+
+    Example:
+        >>> [round(v, 3) for v in distinctness(torch.tensor([[1, 1, 1], [1, 1, 1], [2, 2, 1]])).tolist()]
+        [0.333, 0.333, 0.667]
+    """
+    m, n = marked.shape
+    if m < 2:
+        return torch.zeros(m)
+    labels = int(marked.max()) + 1
+    counts = torch.zeros(n, labels, dtype=torch.long).scatter_add_(1, marked.T, torch.ones(n, m, dtype=torch.long))
+    same = counts.gather(1, marked.T).T  # (M, N): candidates (j included) that give j's label to image i
+    return ((m - same).double() / (m - 1)).mean(1)
