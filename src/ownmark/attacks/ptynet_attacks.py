@@ -4,6 +4,11 @@ Against PTYNet (Wang et al., ACM MM 2023, arXiv:2210.07809) a thief with the wei
 networks side by side and can simply serve the target alone. The mark lives only in the
 proprietary branch, so this removes it at no cost to clean accuracy: the issue expects it to
 succeed, and the report says so.
+
+Reference:
+    Wang, Ren, et al., "Free Fine-tuning: A Plug-and-Play Watermarking Scheme for Deep Neural
+    Networks" (PTYNet), ACM MM 2023, arXiv:2210.07809 (the threats this module plays:
+    fine-tuning the target alone, serving it without the proprietary branch).
 """
 
 from __future__ import annotations

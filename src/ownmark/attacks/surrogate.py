@@ -5,6 +5,11 @@ victim with its own inputs (disjoint from the owner's) and trains a model of its
 (input, output) pairs. Architectures: ``encdec``, ``resnet-i2i``, ``unet``; losses: ``l1``, ``l2``,
 ``l2+gan``, ``ssim+gan`` (SSIM is the offline stand-in for a VGG perceptual loss); optionally with
 rotate / crop / resize augmentation. Output noise and JPEG perturb what the victim's API returns.
+
+Reference:
+    Zhang, Chen, Liao, Zhang, Feng, Hua, Yu, "Deep Model Intellectual Property Protection via
+    Deep Watermarking", IEEE TPAMI 2021, arXiv:2103.04980 (surrogates trained on the victim's outputs,
+    with these losses and augmentations).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class Surrogate:
     access = "black-box"
     applies_to = "image2image"
     config_class = SurrogateConfig
+    presets: dict = {}
 
     def __init__(self, config: SurrogateConfig = SurrogateConfig()) -> None:
         self.config = config
@@ -158,6 +164,7 @@ class OutputNoise:
     access = "black-box"
     applies_to = "image2image"
     config_class = OutputNoiseConfig
+    presets: dict = {}
 
     def __init__(self, config: OutputNoiseConfig = OutputNoiseConfig()) -> None:
         self.config = config
@@ -179,6 +186,7 @@ class OutputJpeg:
     access = "black-box"
     applies_to = "image2image"
     config_class = OutputJpegConfig
+    presets: dict = {}
 
     def __init__(self, config: OutputJpegConfig = OutputJpegConfig()) -> None:
         self.config = config

@@ -42,12 +42,13 @@ def resolve_config(scheme_cls: Any, preset: str | None = None, overrides: dict[s
 
     Values are parsed to the type of the field they replace (int, float, bool, str, tuple).
     """
+    presets = getattr(scheme_cls, "presets", {})
     if preset is None or preset == "default":
         config = scheme_cls.config_class()
-    elif preset in scheme_cls.presets:
-        config = scheme_cls.presets[preset].config
+    elif preset in presets:
+        config = presets[preset].config
     else:
-        known = ", ".join(["default", *sorted(scheme_cls.presets)])
+        known = ", ".join(["default", *sorted(presets)])
         raise UnknownNameError(f"{scheme_cls.__name__} has no preset {preset!r}; known: {known}")
     return apply_overrides(config, overrides or {})
 
