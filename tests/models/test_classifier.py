@@ -114,3 +114,23 @@ def test_load_model_with_same_keys_but_other_shapes(tmp_path: Path, spec: dict) 
 def test_load_model_with_broken_spec(tmp_path: Path, spec: object) -> None:
     with pytest.raises(IntegrityError, match="no valid model spec"):
         load_model(_save_with_spec(tmp_path, spec))  # type: ignore[arg-type]
+
+
+def test_cifar_stem_keeps_a_32px_map_that_the_imagenet_stem_shrinks_to_1x1() -> None:
+    from ownmark.models.classifier import build_classifier
+
+    shapes = {}
+    for name in ("tv:resnet18", "tv:resnet18:cifar"):
+        model = build_classifier(name, 3, 10, 32).eval()
+        seen = []
+        model.layer4.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(tuple(out.shape[-2:])))
+        with torch.no_grad():
+            assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+        shapes[name] = seen[0]
+    assert shapes == {"tv:resnet18": (1, 1), "tv:resnet18:cifar": (4, 4)}
+    grey = build_classifier("tv:resnet18:cifar", 1, 10, 28)  # through the grey-to-RGB adapter
+    assert grey.body.conv1.kernel_size == (3, 3) and isinstance(grey.body.maxpool, torch.nn.Identity)
+    enc = ModelSpec("tv:resnet18:cifar", 3, 64, 32, family="encoder").build()  # encoders take it too
+    assert enc(torch.rand(2, 3, 32, 32)).shape == (2, 64)
+    with pytest.raises(ConfigError, match="has none; drop ':cifar'"):
+        build_classifier("tv:mobilenet_v3_small:cifar", 3, 10, 32)

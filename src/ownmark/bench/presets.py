@@ -95,7 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {  # for a GPU: CIFAR-10 and ResNet-18 as in Wen et al. 2023, paper-code embedding presets
         "name": "paper",
         "dataset": "tv:CIFAR10",
-        "arch": "tv:resnet18",
+        "arch": "tv:resnet18:cifar",  # the CIFAR stem (3x3, no pool), as the papers train on 32-px images
         "seeds": [0, 1, 2],
         "accelerator": "auto",
         "clean": {"epochs": 60, "lr": 0.1, "milestones": [0.5, 0.75]},
@@ -115,6 +115,6 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"name": "distill", "label": "distill-probs", "set": {"output": "probs", "epochs": 30, "budget": 15000}},
             *_ATTACKS[11:],
         ],
-        "nulls": {"archs": ["tv:resnet18", "resnet-s"], "seeds": 10, "attacker_model": True},
+        "nulls": {"archs": ["tv:resnet18:cifar", "resnet-s"], "seeds": 10, "attacker_model": True},
     },
 }

@@ -3,7 +3,10 @@
 ``cnn2`` is the plain two-conv CNN the guide's speed figures are measured on; ``lenet`` is the
 LeNet-style net of the FCW paper's MNIST experiments; ``resnet-s`` is a small ResNet (three
 stages of one basic block, 16/32/64 channels). ``tv:NAME`` builds any torchvision classifier
-and ``timm:NAME`` any timm model, both untrained (nothing is downloaded).
+and ``timm:NAME`` any timm model, both untrained (nothing is downloaded). A ``:cifar`` suffix
+(``tv:resnet18:cifar``) swaps a ResNet's ImageNet stem (7x7 stride-2 convolution and max-pool, which
+leave a 1x1 map of a 32-px image after the last stage) for the CIFAR stem of He et al. 2016 (one 3x3
+stride-1 convolution, no pool), as the papers' CIFAR-10 ResNet-18s use.
 """
 
 from __future__ import annotations
@@ -116,6 +119,25 @@ def _timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
 
 
+def cifar_stem(model: nn.Module, name: str) -> nn.Module:
+    """Replace a ResNet's ``conv1`` (7x7, stride 2) by a 3x3 stride-1 convolution and drop its ``maxpool``.
+
+    Reference:
+        He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
+        arXiv:1512.03385 (section 4.2: the CIFAR-10 networks' 3x3 first layer).
+    """
+    body = model.body if isinstance(model, _ChannelAdapter) else model
+    conv = getattr(body, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not isinstance(getattr(body, "maxpool", None), nn.Module):
+        raise ConfigError(
+            f"{name}: ':cifar' replaces a ResNet-style stem (conv1 + maxpool) and this architecture has none; "
+            "drop ':cifar' or choose a ResNet (tv:resnet18, timm:resnet50, ...)"
+        )
+    body.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
+    body.maxpool = nn.Identity()
+    return model
+
+
 def build_classifier(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Build an untrained classifier; ``tv:``/``timm:`` prefixes select real architectures.
 
@@ -126,6 +148,8 @@ def build_classifier(name: str, in_channels: int, num_classes: int, image_size: 
     """
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    if name.startswith(("tv:", "timm:")) and name.endswith(":cifar"):
+        return cifar_stem(build_classifier(name.removesuffix(":cifar"), in_channels, num_classes, image_size), name)
     if name.startswith("tv:"):
         return _torchvision(name[3:], in_channels, num_classes)
     if name.startswith("timm:"):
