@@ -6,6 +6,7 @@ from ownmark.attacks import (  # noqa: F401  (registers)
     encoder_attacks,
     finetune,
     labels,
+    overwrite,
     preprocess,
     prune,
     ptynet_attacks,

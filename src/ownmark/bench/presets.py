@@ -52,6 +52,7 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "quantize", "families": ["classifier", "encoder"], "sweep": {"bits": [8, 4, 2]}},
     {"name": "label-smooth", "set": {"epochs": 3, "smoothing": 0.3}},
     {"name": "label-noise", "set": {"epochs": 3, "noise": 0.3}},
+    {"name": "overwrite", "families": ["classifier"], "set": {"scheme": "fcw"}},  # FCW's own 10 epochs
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 # (the scheme's default is now the secret variant, so the paper's row names its preset)
