@@ -40,6 +40,8 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
     config = attack_class.config_class()
     if hasattr(config, "epochs"):
         config = type(config)(**{**config.__dict__, "epochs": 1})  # keep the test fast
+    if name == "overwrite":  # the thief's FCW must fit the 16 toy images per class
+        config = type(config)(**{**config.__dict__, "settings": "n_embed=4,n_verify=4,batch_size=16"})
     attack = attack_class(config)
     model, width = victim(arch), 4
     if getattr(attack_class, "applies_to", "any") == "injected":  # PTYNet attacks take an injected model

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from ownmark.attacks.finetune import FineTuneConfig
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import require_in_range
-from ownmark.models.injected import InjectedModel
+from ownmark.models.injected import InjectedModel, fit_loss
 from ownmark.train import Engine, fit, key_seed
 
 LABEL_NOISE_STREAM = 0x4C4E4F49
@@ -83,8 +84,33 @@ def noisy_labels(data: ImageSet, share: float, seed: int) -> ImageSet:
     return ImageSet(data.name, data.x, y, data.num_classes)
 
 
+class _LabelFineTune:
+    """Fine-tuning of all layers of a copy of the victim; subclasses choose the data and the loss."""
+
+    access = "white-box"
+    presets: dict = {}
+
+    def __init__(self, config: object | None = None) -> None:
+        self.config = self.config_class() if config is None else config
+
+    def prepare(self, attacked: nn.Module, data: ImageSet, seed: int) -> tuple[ImageSet, Any, dict]:
+        """(training data, loss for :func:`ownmark.train.fit`, details for the cost)."""
+        raise NotImplementedError
+
+    def __call__(
+        self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()
+    ) -> tuple[nn.Module, Cost]:
+        attacked, cost = copy.deepcopy(model), Cost()
+        train, loss, details = self.prepare(attacked, data, seed)
+        with timed(cost):
+            fit(attacked, train, self.config.train_config(), seed=seed, engine=engine, loss=loss)
+        cost.epochs = float(self.config.epochs)
+        cost.details.update(details)
+        return attacked, cost
+
+
 @ATTACKS.register("label-smooth")
-class LabelSmooth:
+class LabelSmooth(_LabelFineTune):
     """Fine-tune all layers of a copy of the victim with label smoothing.
 
     Example:
@@ -96,30 +122,20 @@ class LabelSmooth:
         (1.0, 0.2)
     """
 
-    access = "white-box"
     config_class = LabelSmoothConfig
-    presets: dict = {}
 
-    def __init__(self, config: LabelSmoothConfig = LabelSmoothConfig()) -> None:
-        self.config = config
-
-    def __call__(
-        self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()
-    ) -> tuple[nn.Module, Cost]:
-        attacked, s, cost = copy.deepcopy(model), self.config.smoothing, Cost()
+    def prepare(self, attacked: nn.Module, data: ImageSet, seed: int) -> tuple[ImageSet, Any, dict]:
+        s = self.config.smoothing
 
         def loss(forward, x: torch.Tensor, y: torch.Tensor, _step: int) -> torch.Tensor:
             logp = log_probs(attacked, forward(x))
             return (1 - s) * F.nll_loss(logp, y) - s * logp.mean(1).mean()
 
-        with timed(cost):
-            fit(attacked, data, self.config.train_config(), seed=seed, engine=engine, loss=loss)
-        cost.epochs, cost.details["smoothing"] = float(self.config.epochs), s
-        return attacked, cost
+        return data, loss, {"smoothing": s}
 
 
 @ATTACKS.register("label-noise")
-class LabelNoise:
+class LabelNoise(_LabelFineTune):
     """Fine-tune all layers of a copy of the victim on the attacker's data with a share of labels redrawn.
 
     Example:
@@ -131,22 +147,8 @@ class LabelNoise:
         13
     """
 
-    access = "white-box"
     config_class = LabelNoiseConfig
-    presets: dict = {}
 
-    def __init__(self, config: LabelNoiseConfig = LabelNoiseConfig()) -> None:
-        self.config = config
-
-    def __call__(
-        self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()
-    ) -> tuple[nn.Module, Cost]:
-        from ownmark.models.injected import fit_loss
-
-        attacked, cost = copy.deepcopy(model), Cost()
+    def prepare(self, attacked: nn.Module, data: ImageSet, seed: int) -> tuple[ImageSet, Any, dict]:
         noisy = noisy_labels(data, self.config.noise, seed)
-        with timed(cost):
-            fit(attacked, noisy, self.config.train_config(), seed=seed, engine=engine, loss=fit_loss(attacked))
-        cost.epochs = float(self.config.epochs)
-        cost.details["relabelled"] = int((noisy.y != data.y).sum())
-        return attacked, cost
+        return noisy, fit_loss(attacked), {"relabelled": int((noisy.y != data.y).sum())}

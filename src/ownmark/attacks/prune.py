@@ -52,8 +52,31 @@ def global_l1_prune(model: nn.Module, amount: float) -> int:
     return count
 
 
+class WeightEdit:
+    """What the data-free weight edits (pruning, quantization) share: a copy of the victim is edited
+    in place by :meth:`edit`, which returns the details to report; no epochs, no queries."""
+
+    access = "white-box"
+    presets: dict = {}
+
+    def __init__(self, config: object | None = None) -> None:
+        self.config = self.config_class() if config is None else config
+
+    def edit(self, model: nn.Module) -> dict:
+        raise NotImplementedError
+
+    def __call__(
+        self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()
+    ) -> tuple[nn.Module, Cost]:
+        attacked = copy.deepcopy(model)
+        cost = Cost()
+        with timed(cost):
+            cost.details.update(self.edit(attacked))
+        return attacked.eval(), cost
+
+
 @ATTACKS.register("prune")
-class Prune:
+class Prune(WeightEdit):
     """Global L1 unstructured pruning of a copy of the victim (no data needed).
 
     Reference:
@@ -68,22 +91,10 @@ class Prune:
         True
     """
 
-    access = "white-box"
     config_class = PruneConfig
-    presets: dict = {}
 
-    def __init__(self, config: PruneConfig = PruneConfig()) -> None:
-        self.config = config
-
-    def __call__(
-        self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()
-    ) -> tuple[nn.Module, Cost]:
-        attacked = copy.deepcopy(model)
-        cost = Cost()
-        with timed(cost):
-            cost.details["zeroed"] = global_l1_prune(attacked, self.config.amount)
-        cost.details["amount"] = self.config.amount
-        return attacked.eval(), cost
+    def edit(self, model: nn.Module) -> dict:
+        return {"zeroed": global_l1_prune(model, self.config.amount), "amount": self.config.amount}
 
 
 @dataclass(frozen=True)

@@ -15,18 +15,14 @@ Reference:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ownmark.attacks.base import ATTACKS, timed
-from ownmark.attacks.prune import prunable_weights
-from ownmark.core import Cost
-from ownmark.data import ImageSet
+from ownmark.attacks.base import ATTACKS
+from ownmark.attacks.prune import WeightEdit, prunable_weights
 from ownmark.errors import ConfigError
-from ownmark.train import Engine
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ def quantize_(weight: torch.Tensor, bits: int) -> None:
 
 
 @ATTACKS.register("quantize")
-class Quantize:
+class Quantize(WeightEdit):
     """Uniform per-tensor weight quantization of a copy of the victim (no data needed).
 
     Example:
@@ -66,20 +62,9 @@ class Quantize:
         (True, 2)
     """
 
-    access = "white-box"
     config_class = QuantizeConfig
-    presets: dict = {}
 
-    def __init__(self, config: QuantizeConfig = QuantizeConfig()) -> None:
-        self.config = config
-
-    def __call__(
-        self, model: nn.Module, data: ImageSet | None, *, seed: int, engine: Engine = Engine()
-    ) -> tuple[nn.Module, Cost]:
-        attacked = copy.deepcopy(model)
-        cost = Cost()
-        with timed(cost):
-            for w in prunable_weights(attacked):
-                quantize_(w, self.config.bits)
-        cost.details["bits"] = self.config.bits
-        return attacked.eval(), cost
+    def edit(self, model: nn.Module) -> dict:
+        for w in prunable_weights(model):
+            quantize_(w, self.config.bits)
+        return {"bits": self.config.bits}
