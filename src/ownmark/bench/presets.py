@@ -53,6 +53,14 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "label-smooth", "set": {"epochs": 3, "smoothing": 0.3}},
     {"name": "label-noise", "set": {"epochs": 3, "noise": 0.3}},
     {"name": "overwrite", "families": ["classifier"], "set": {"scheme": "fcw"}},  # FCW's own 10 epochs
+    # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
+    {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
+    {
+        "name": "knockoff",
+        "label": "knockoff-adaptive",
+        "families": ["classifier"],
+        "set": {"budget": 1500, "epochs": 5, "strategy": "adaptive"},
+    },
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 # (the scheme's default is now the secret variant, so the paper's row names its preset)
