@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ownmark.bench.executors import make_executor
 from ownmark.bench.matrix import MatrixConfig, expand, load_config, run_matrix
@@ -266,3 +267,31 @@ def test_report_needs_results(tmp_path: Path) -> None:
 
     with pytest.raises(MissingFileError, match="bench run"):
         write_report(tmp_path, tmp_path / "r")
+
+
+def test_a_chained_attack_entry_runs_its_stages_in_order() -> None:
+    """`then` chains attacks in one cell (the combined attacks of the full preset)."""
+    from types import SimpleNamespace
+
+    from ownmark.bench.matrix import MatrixConfig, expand
+    from ownmark.bench.tasks import _attack
+    from ownmark.data.toy import toy_images
+    from ownmark.models import ModelSpec
+
+    spec = {"name": "prune", "set": {"amount": 0.5}, "then": [{"name": "squeeze", "set": {"bits": 1}}]}
+    ((label, setting),) = expand(spec)
+    assert label == "prune+squeeze" and setting["then"] == [{"name": "squeeze", "set": {"bits": 1}}]
+    model = ModelSpec("cnn2", 3, 4, 16).build().eval()
+    ctx = SimpleNamespace(splits=SimpleNamespace(attacker=toy_images()))
+    attacked, cost = _attack(setting, model, ctx, 0, None)
+    assert cost.details["amount"] == 0.5 and attacked.transform.bits == 1  # pruned, then served behind 1-bit inputs
+    from ownmark.attacks.prune import prunable_weights
+
+    weights = torch.cat([w.detach().flatten() for w in prunable_weights(attacked.model)])
+    assert float((weights == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ConfigError, match="each stage under `then`"):
+        MatrixConfig.from_dict({"name": "x", "schemes": {"fcw": {}}, "attacks": [{"name": "prune", "then": ["ftal"]}]})
+    with pytest.raises(UnknownNameError, match="nope"):
+        MatrixConfig.from_dict(
+            {"name": "x", "schemes": {"fcw": {}}, "attacks": [{"name": "prune", "then": [{"name": "nope"}]}]}
+        )

@@ -87,12 +87,19 @@ class MatrixConfig:
         for spec in self.attacks:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
-            unknown = set(spec) - {"name", "label", "set", "sweep", "schemes", "families"}
+            unknown = set(spec) - {"name", "label", "set", "sweep", "schemes", "families", "then"}
             if unknown:
                 raise ConfigError(
                     f"attack {spec['name']!r} has unknown keys {sorted(unknown)}; use label, set, sweep, schemes, "
-                    "families"
+                    "families, then"
                 )
+            for stage in spec.get("then", []):
+                if not isinstance(stage, dict) or "name" not in stage or set(stage) - {"name", "set"}:
+                    raise ConfigError(
+                        f"attack {spec['name']!r}: each stage under `then` is {{name: ATTACK, set: {{...}}}}, got "
+                        f"{stage!r}"
+                    )
+                ATTACKS.get(stage["name"])  # an unknown stage fails here, before any cell runs
             bad = set(spec.get("families", ())) - set(MATRIX_FAMILIES)
             if bad:
                 raise ConfigError(
@@ -177,17 +184,28 @@ class MatrixConfig:
 
 
 def expand(spec: AttackSpec) -> list[tuple[str, dict[str, Any]]]:
-    """One (label, setting) per value of the attack's sweep (or one without a sweep)."""
+    """One (label, setting) per value of the attack's sweep (or one without a sweep).
+
+    An entry may chain further attacks under ``then`` (``[{name, set}, ...]``): each stage attacks the
+    previous stage's output (:class:`ownmark.attacks.Chain`), e.g. fine-pruning then fine-tuning, or
+    distillation from an API behind bit-depth squeezing; its label joins the names with ``+``.
+
+    Example:
+        >>> expand({"name": "squeeze", "set": {"bits": 3}, "then": [{"name": "distill", "set": {"budget": 9}}]})[0][0]
+        'squeeze+distill'
+    """
     base = dict(spec.get("set", {}))
     sweep = spec.get("sweep", {})
     if len(sweep) > 1:
         raise ConfigError(f"attack {spec['name']!r} sweeps {sorted(sweep)}; sweep one setting per entry")
-    label = spec.get("label", spec["name"])
+    then = [{"name": st["name"], "set": dict(st.get("set", {}))} for st in spec.get("then", [])]
+    label = spec.get("label", "+".join([spec["name"], *(st["name"] for st in then)]))
+    extra = {"then": then} if then else {}
     if not sweep:
-        return [(label, {"name": spec["name"], "set": base, "param": None, "value": None})]
+        return [(label, {"name": spec["name"], "set": base, "param": None, "value": None, **extra})]
     ((param, values),) = sweep.items()
     return [
-        (f"{label} {param}={v}", {"name": spec["name"], "set": {**base, param: v}, "param": param, "value": v})
+        (f"{label} {param}={v}", {"name": spec["name"], "set": {**base, param: v}, "param": param, "value": v, **extra})
         for v in values
     ]
 

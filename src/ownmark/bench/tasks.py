@@ -196,14 +196,17 @@ def _cell_id(args: dict[str, Any]) -> str:
 
 
 def _attack(setting: dict[str, Any], marked, ctx, seed: int, engine):
-    from ownmark.attacks import ATTACKS
+    from ownmark.attacks import ATTACKS, Chain
     from ownmark.core import Cost
     from ownmark.watermarks import apply_overrides
 
     if setting["name"] == "none":
         return marked, Cost()
-    cls = ATTACKS.get(setting["name"])
-    attack = cls(apply_overrides(cls.config_class(), setting["set"]))
+    stages = []
+    for stage in [setting, *setting.get("then", [])]:
+        cls = ATTACKS.get(stage["name"])
+        stages.append(cls(apply_overrides(cls.config_class(), stage["set"])))
+    attack = stages[0] if len(stages) == 1 else Chain(stages)
     return attack(marked, ctx.splits.attacker, seed=seed, engine=engine)
 
 
