@@ -61,6 +61,19 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
         "families": ["classifier"],
         "set": {"budget": 1500, "epochs": 5, "strategy": "adaptive"},
     },
+    # combined attacks the SoK found strongest: fine-pruning then fine-tuning; extraction from a preprocessed API
+    {
+        "name": "fineprune",
+        "families": ["classifier"],
+        "set": {"amount": 0.7, "epochs": 2},
+        "then": [{"name": "ftal", "set": {"epochs": 3, "lr": 0.01}}],
+    },
+    {
+        "name": "squeeze",
+        "families": ["classifier"],
+        "set": {"bits": 3},
+        "then": [{"name": "distill", "set": {"output": "probs", "epochs": 5, "budget": 1500}}],
+    },
 ]
 # the paper's adversarial delta and ownmark's secret-trigger variant, side by side
 # (the scheme's default is now the secret variant, so the paper's row names its preset)
