@@ -45,8 +45,9 @@ def _options(
     """Embed, attack and verify DNN watermarks."""
     if quiet and verbose:
         raise typer.BadParameter("give -q or -v, not both", param_hint="-q/-v")
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.getLogger().setLevel(level)
+    if quiet or verbose:  # otherwise the level main() set (WARNING) stands
+        level = logging.ERROR if quiet else (logging.INFO, logging.DEBUG)[min(verbose, 2) - 1]
+        logging.getLogger().setLevel(level)
 
 
 console = Console(width=None if sys.stdout.isatty() else 160)
