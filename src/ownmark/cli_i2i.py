@@ -160,22 +160,39 @@ def verify(
     model: Annotated[list[Path], typer.Option(help="Suspect model(s) (repeatable).")],
     key: Annotated[Path, typer.Option(help="The owner's key (key.safetensors).")],
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON verdict record per suspect (JSON Lines), no table.")
+    ] = False,
+    record: Annotated[
+        Path | None, typer.Option(help="Also write the verdict records (JSON Lines) to this file, atomically.")
+    ] = None,
 ) -> None:
-    """Verify suspects: centred NC, success rate, bit accuracy, p-value and the negative controls."""
+    """Verify suspects: centred NC, success rate, bit accuracy, p-value and the negative controls.
+
+    Exit codes as `ownmark verify`: 0 when every suspect got a verdict, 1 on an error, 2 on a usage error.
+    """
+    _outputs((record, "--record", "file"))
     from rich.table import Table
 
-    from ownmark.io import load_key
+    from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.models import load_model
     from ownmark.verify import check_alpha, decide
+    from ownmark.verify.record import to_json_line, verdict_record, write_records
     from ownmark.watermarks.deepwm import DeepWM
 
     check_alpha(alpha)
     k = load_key(key)
+    key_digest = load_json(artefact_paths(key)[1])["sha256"]
     table = Table("suspect", "centred NC", "success", "bit acc", "p-value", "decision")
-    controls = None
+    controls, records = None, []
     for path in model:
-        evidence = DeepWM().detect(load_model(path)[0], k)
+        suspect, manifest = load_model(path)
+        evidence = DeepWM().detect(suspect, k)
         verdict, d = decide(evidence, alpha), evidence.details
+        records.append(
+            verdict_record(verdict, suspect=str(path), suspect_digest=manifest["sha256"], key_digest=key_digest,
+                           scheme=k.scheme, details=d)
+        )  # fmt: skip
         controls = d["controls"]
         bits = f"{d['bit_accuracy']:.3f}" if "bit_accuracy" in d else "-"
         colour = "red" if verdict.owned else "green"
@@ -183,6 +200,12 @@ def verify(
             str(path), f"{d['centred_nc']:.3f}", f"{d['success']:.1%}", bits, f"{verdict.p_value:.2e}",
             f"[{colour}]{verdict.decision}[/]",
         )  # fmt: skip
+    if record is not None:
+        write_records(record, records)
+    if json_out:
+        for r in records:
+            typer.echo(to_json_line(r))
+        return
     _console().print(table)
     table = Table("negative control", "centred NC", "success", "bit acc", "p-value")
     for name, c in (controls or {}).items():

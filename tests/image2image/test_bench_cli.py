@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def test_cli_train_embed_attack_verify(tmp_path: Path, one_thread) -> None:
         "verify", "--model", tmp_path / "stolen", "--model", tmp_path / "clean", "--key", tmp_path / "wm" / "key"
     )
     assert "negative control" in out and "clean outputs" in out and "R's mean extraction" in out
+    out = invoke("verify", "--model", tmp_path / "clean", "--key", tmp_path / "wm" / "key", "--json",
+                 "--record", tmp_path / "rec.jsonl")  # fmt: skip
+    (line,) = out.strip().splitlines()
+    rec = json.loads(line)
+    assert rec["scheme"] == "deepwm" and rec["suspect_sha256"] and rec["decision"] in ("OWNED", "not verified")
+    assert (tmp_path / "rec.jsonl").read_text().strip() == line
 
 
 def test_user_errors_are_one_red_line(monkeypatch, capsys) -> None:
