@@ -14,6 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ownmark.cli_common import JsonOut, Record, Seed, Sets, SplitSeed, Threads
+from ownmark.cli_common import check_outputs as _outputs
+from ownmark.cli_common import parse_sets as _sets
+from ownmark.cli_common import pin_threads as _pin_threads
 from ownmark.cli_i2i import app as i2i_app
 from ownmark.errors import ConfigError, OwnmarkError
 
@@ -52,23 +56,14 @@ def _options(
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
-Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
 Dataset = Annotated[str, typer.Option(help="mnist5k, digits, photos, folder:PATH or tv:NAME.")]
-SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.", min=0, max=2**63 - 1)]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
 Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
 Devices = Annotated[int, typer.Option(help="Devices per node.")]
 Nodes = Annotated[int, typer.Option("--num-nodes", help="Number of nodes.")]
 TargetUrl = Annotated[
     str | None,
     typer.Option(help="A served model: http://HOST:PORT, or http://HOST:PORT/v1/models/NAME for one of several."),
-]
-Threads = Annotated[
-    int,
-    typer.Option(
-        min=1, help="CPU threads for torch, pinned so the same seed gives the same bytes whatever OMP_NUM_THREADS says."
-    ),
 ]
 Token = Annotated[str | None, typer.Option(help="API token for --target-url.", envvar="OWNMARK_TOKEN")]
 
@@ -77,35 +72,6 @@ def _engine(accelerator: str, devices: int, num_nodes: int):
     from ownmark.train import Engine
 
     return Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
-
-
-def _pin_threads(ctx: typer.Context, threads: int) -> None:
-    """Run the command on ``threads`` torch CPU threads (intra-op reductions change the last bits of
-    trained weights with the thread count); the caller's count is restored when the command ends."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    ctx.call_on_close(lambda: torch.set_num_threads(before))
-
-
-def _outputs(*paths: tuple[Path | None, str, str]) -> None:
-    """Check every (path, option, kind) a command will write before any work starts (see ownmark.paths)."""
-    from ownmark.paths import check_writable
-
-    for path, option, kind in paths:
-        if path is not None:
-            check_writable(path, option, kind)
-
-
-def _sets(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in values or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[name.strip()] = value
-    return out
 
 
 def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
@@ -383,12 +349,8 @@ def verify(
     blackbox: Annotated[
         bool, typer.Option(help="Encoder keys: the suspect is a downstream classifier (default: an encoder).")
     ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON verdict record per suspect (JSON Lines), no table.")
-    ] = False,
-    record: Annotated[
-        Path | None, typer.Option(help="Also write the verdict records (JSON Lines) to this file, atomically.")
-    ] = None,
+    json_out: JsonOut = False,
+    record: Record = None,
 ) -> None:
     """Verify suspect models against a key and print verdicts with p-values.
 

@@ -12,39 +12,20 @@ from typing import Annotated
 
 import typer
 
+from ownmark.cli_common import JsonOut, Record, Seed, Sets, SplitSeed, Threads
+from ownmark.cli_common import check_outputs as _outputs
+from ownmark.cli_common import parse_sets as _sets
+from ownmark.cli_common import pin_threads as _pin_threads
+
 app = typer.Typer(no_args_is_help=True, help="Image-to-image models and deep output watermarking (deepwm).")
 
 Task = Annotated[str, typer.Option(help="denoise, deblur or colourise (on the bundled photo patches).")]
-SplitSeed = Annotated[int, typer.Option(help="Seed of the owner/attacker/test split.", min=0, max=2**63 - 1)]
-Seed = Annotated[int, typer.Option(help="Seed of every random choice of this command.", min=0, max=2**63 - 1)]
-Threads = Annotated[
-    int, typer.Option(min=1, help="CPU threads for torch, pinned so a seed gives the same bytes on any machine.")
-]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
 
 
 def _console():
     from ownmark.cli import console
 
     return console
-
-
-def _pin_threads(ctx: typer.Context, threads: int) -> None:
-    from ownmark.cli import _pin_threads as pin
-
-    pin(ctx, threads)
-
-
-def _outputs(*paths: tuple[Path | None, str, str]) -> None:
-    from ownmark.cli import _outputs as check
-
-    check(*paths)
-
-
-def _sets(values: list[str] | None) -> dict[str, str]:
-    from ownmark.cli import _sets as parse
-
-    return parse(values)
 
 
 def _fidelity(task: str, split_seed: int, clean, marked) -> str:
@@ -160,12 +141,8 @@ def verify(
     model: Annotated[list[Path], typer.Option(help="Suspect model(s) (repeatable).")],
     key: Annotated[Path, typer.Option(help="The owner's key (key.safetensors).")],
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print one JSON verdict record per suspect (JSON Lines), no table.")
-    ] = False,
-    record: Annotated[
-        Path | None, typer.Option(help="Also write the verdict records (JSON Lines) to this file, atomically.")
-    ] = None,
+    json_out: JsonOut = False,
+    record: Record = None,
 ) -> None:
     """Verify suspects: centred NC, success rate, bit accuracy, p-value and the negative controls.
 

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ownmark.attacks.base import ATTACKS
-from ownmark.attacks.transforms import InputTransform
+from ownmark.attacks.transforms import InputTransform, require_odd_kernel
 from ownmark.errors import ConfigError, require_in_range
 
 
@@ -87,11 +87,6 @@ class Occlusion(nn.Module):
         return out
 
 
-def _odd_kernel(owner: object, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
-        raise ConfigError(f"{type(owner).__name__}.kernel_size must be an odd positive int, got {value!r}")
-
-
 @dataclass(frozen=True)
 class SqueezeConfig:
     """Bits per pixel kept, 1 to 8 (1: every pixel black or white)."""
@@ -110,7 +105,7 @@ class SmoothConfig:
     kernel_size: int = 3
 
     def __post_init__(self) -> None:
-        _odd_kernel(self, self.kernel_size)
+        require_odd_kernel(self)
 
 
 @dataclass(frozen=True)

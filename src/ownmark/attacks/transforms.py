@@ -105,6 +105,13 @@ class JpegCodec(nn.Module):
         return kornia.enhance.jpeg_codec_differentiable(x, quality)
 
 
+def require_odd_kernel(config: object) -> None:
+    """Raise ConfigError unless ``config.kernel_size`` is an odd positive int (a filter with a centre)."""
+    k = config.kernel_size
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
+        raise ConfigError(f"{type(config).__name__}.kernel_size must be an odd positive int, got {k!r}")
+
+
 @dataclass(frozen=True)
 class NoiseConfig:
     """Standard deviation of the Gaussian noise, in pixel units of [0, 1] images."""
@@ -123,9 +130,7 @@ class BlurConfig:
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
-        k = self.kernel_size
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
-            raise ConfigError(f"BlurConfig.kernel_size must be an odd positive int, got {k!r}")
+        require_odd_kernel(self)
         require_positive(self, "sigma")
 
 
