@@ -36,7 +36,7 @@ def test_train_probe_embed_verify_an_encoder(tmp_path) -> None:
     out = invoke(
         "train", "--family", "encoder", "--dataset", "digits", "--dim", "32", "--out", enc, "--set", "epochs=3"
     )
-    assert "linear probe" in out and enc.with_suffix(".safetensors").is_file()
+    assert "linear-probe accuracy" in out and enc.with_suffix(".safetensors").is_file()
     assert "5 labels per class" in invoke("encoder", "probe", "--model", enc, "--dataset", "digits", "--shots", "5")
     marked = tmp_path / "marked"
     out = invoke("embed", "awencoder", "--model", enc, "--dataset", "digits", "--out", marked,
@@ -55,7 +55,7 @@ def test_train_probe_embed_verify_an_encoder(tmp_path) -> None:
 
 
 def test_encoder_commands_refuse_bad_input(monkeypatch, capsys, tmp_path) -> None:
-    assert "--family must be classifier or encoder" in fail(
+    assert "no model family named 'decoder'" in fail(
         monkeypatch, capsys, "train", "--family", "decoder", "--out", tmp_path / "x"
     )
     assert "no encoder bench preset" in fail(monkeypatch, capsys, "bench", "encoders", "--preset", "nope")

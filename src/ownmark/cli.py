@@ -84,17 +84,20 @@ def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
 @app.command("list")
 def list_(
     what: Annotated[
-        str, typer.Argument(help="schemes, attacks, models, encoders, image2image, defenses, datasets or presets")
+        str,
+        typer.Argument(help="families, schemes, attacks, models, encoders, image2image, defenses, datasets or presets"),
     ] = "all",
 ) -> None:
     """List what ownmark knows by name."""
     from ownmark.attacks import ATTACKS
     from ownmark.data import DATASETS
+    from ownmark.families import FAMILIES
     from ownmark.models import ENCODERS, MODELS
     from ownmark.models.image2image import I2I_MODELS
     from ownmark.watermarks import WATERMARKS
 
     groups = {
+        "families": FAMILIES.names(),
         "schemes": WATERMARKS.names(),
         "attacks": ATTACKS.names(),
         "models": [*MODELS.names(), "tv:NAME", "timm:NAME"],
@@ -115,8 +118,17 @@ def list_(
 def train(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
-    arch: Annotated[str, typer.Option(help="Architecture (see `ownmark list models`).")] = "cnn2",
-    dataset: Dataset = "mnist5k",
+    arch: Annotated[
+        str | None,
+        typer.Option(help="Architecture (see `ownmark list models`); default the family's: cnn2, conv4, encdec."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="mnist5k, digits, photos, folder:PATH or tv:NAME; image-to-image: a task (denoise, deblur, "
+            "colourise). Default mnist5k (image-to-image: deblur)."
+        ),
+    ] = None,
     split_seed: SplitSeed = 0,
     split: Annotated[str, typer.Option(help="Train on the owner's or the attacker's part.")] = "owner",
     seed: Seed = 0,
@@ -127,48 +139,40 @@ def train(
     devices: Devices = 1,
     num_nodes: Nodes = 1,
     family: Annotated[
-        str, typer.Option(help="classifier, or encoder: self-supervised pre-training (--set method=simclr|moco|byol).")
+        str,
+        typer.Option(
+            help="classifier; encoder: self-supervised pre-training (--set method=simclr|moco|byol); image2image: "
+            "a network trained on a task's pairs (see `ownmark list families`)."
+        ),
     ] = "classifier",
-    dim: Annotated[int, typer.Option(help="Feature dimension of an encoder.")] = 128,
+    dim: Annotated[
+        int | None, typer.Option(help="Feature dimension of an encoder (default 128); other families: from the data.")
+    ] = None,
     threads: Threads = 1,
 ) -> None:
-    """Train a clean classifier (or pre-train an encoder) on one part of a dataset."""
+    """Train a clean model of any family (classifier, encoder, image2image) on one part of a dataset."""
     _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"), (checkpoint, "--checkpoint", "file"))
-    from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
+    from ownmark.families import FAMILIES
     from ownmark.models import save_model
-    from ownmark.train import accuracy
-    from ownmark.watermarks import apply_overrides
 
     if split not in ("owner", "attacker"):
         raise ConfigError(f"--split must be owner or attacker, got {split!r}")
-    if family not in ("classifier", "encoder"):
-        raise ConfigError(f"--family must be classifier or encoder, got {family!r} (image-to-image: `ownmark i2i`)")
-    if family == "encoder":
-        from ownmark.cli_encoder import train_encoder
-
-        arch = "conv4" if arch == "cnn2" else arch
-        engine = _engine(accelerator, devices, num_nodes)
-        return train_encoder(out, arch, dim, dataset, split_seed, split, seed, _sets(sets), engine, checkpoint, resume)
-    config = apply_overrides(CLEAN_TRAINING, _sets(sets))
-    ctx = Context.load(dataset, split_seed)
-    model = train_model(
-        ctx.spec(arch),
-        getattr(ctx.splits, split),
-        seed=seed,
-        config=config,
-        engine=_engine(accelerator, devices, num_nodes),
-        checkpoint=checkpoint,
-        resume=resume,
-    )
-    acc = accuracy(model, ctx.splits.test)
-    save_model(
-        out,
-        model,
-        info={"dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed, "test_accuracy": acc},
-    )
+    fam = FAMILIES.get(family)
+    arch = arch or fam.default_arch
+    dataset = dataset or fam.default_dataset
+    config = fam.train_config(_sets(sets))
+    splits = fam.load_splits(dataset, split_seed)
+    model = fam.fit(
+        arch, getattr(splits, split), seed=seed, config=config, engine=_engine(accelerator, devices, num_nodes),
+        checkpoint=checkpoint, resume=resume, out_dim=dim,
+    )  # fmt: skip
+    quality = fam.utility(model, splits)
+    info = {"family": fam.name, "dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed,
+            fam.utility_key: quality}  # fmt: skip
+    save_model(out, model, info=info)
     _save_config(out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), "train", config, seed=seed)
-    console.print(f"trained {arch} on {dataset}/{split}: test accuracy {acc:.4f} -> {out}")
+    console.print(f"trained {arch} ({fam.name}) on {dataset}/{split}: {fam.utility_name} {quality:.4f} -> {out}")
 
 
 @app.command()
@@ -198,7 +202,7 @@ def embed(
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     _pin_threads(ctx, threads)
     _outputs((out, "--out", "folder"))
-    from ownmark.bench.experiment import Context
+    from ownmark.families.classifier import Context
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import save_model
     from ownmark.models.injected import load_target
@@ -280,7 +284,7 @@ def attack(
     _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
     from ownmark.attacks.encoder_eval import describe_theft
-    from ownmark.bench.experiment import Context
+    from ownmark.families.classifier import Context
     from ownmark.models import load_encoder, save_model
     from ownmark.train import accuracy
     from ownmark.watermarks import resolve_config
@@ -504,7 +508,7 @@ def calibrate(
     false-claim rate on the null models.
     """
     _outputs((out, "--out", "file"))
-    from ownmark.bench.experiment import Context, null_evidence, null_models
+    from ownmark.families.classifier import Context, null_evidence, null_models
     from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.verify import calibrate as calibrate_
     from ownmark.watermarks import WATERMARKS

@@ -1,13 +1,12 @@
-"""The encoder family on the command line: pre-train, mark with AWEncoder, verify, bench.
+"""The encoder family on the command line: mark with AWEncoder, verify, probe, bench.
 
-``ownmark train --family encoder``, ``ownmark embed awencoder`` and ``ownmark verify`` with an
-AWEncoder key call the functions here; ``ownmark encoder probe`` and ``ownmark bench encoders`` are
-commands of their own.
+``ownmark embed awencoder`` and ``ownmark verify`` with an AWEncoder key call the functions here;
+``ownmark encoder probe`` and ``ownmark bench encoders`` are commands of their own. Pre-training is
+``ownmark train --family encoder`` (:class:`ownmark.families.encoder.Encoder`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,41 +24,9 @@ def _console():
 
 
 def _splits(dataset: str, split_seed: int) -> Any:
-    from ownmark.bench.experiment import Context
+    from ownmark.families.classifier import Context
 
     return Context.load(dataset, split_seed).splits
-
-
-def _ssl_config(sets: dict[str, str]) -> Any:
-    from ownmark.train.ssl import SSLConfig
-    from ownmark.watermarks import apply_overrides
-
-    return apply_overrides(SSLConfig(), sets)
-
-
-def train_encoder(out: Path, arch: str, dim: int, dataset: str, split_seed: int, split: str, seed: int,
-                  sets: dict[str, str], engine: Any, checkpoint: Path | None, resume: bool) -> None:  # fmt: skip
-    """Pre-train an encoder (SimCLR unless ``--set method=moco|byol``) and report its probe accuracy."""
-    import torch
-
-    from ownmark.models import ModelSpec, save_model
-    from ownmark.train.probe import linear_probe, pixel_probe
-    from ownmark.train.ssl import pretrain
-
-    config = _ssl_config(sets)
-    splits = _splits(dataset, split_seed)
-    data = getattr(splits, split)
-    torch.manual_seed(seed)
-    encoder = ModelSpec(arch, data.shape[0], dim, data.shape[1], family="encoder").build()
-    pretrain(encoder, data, config, seed=seed, engine=engine, checkpoint=checkpoint, resume=resume)
-    probe = linear_probe(encoder, splits.attacker, splits.test).accuracy
-    pixels = pixel_probe(splits.attacker, splits.test)
-    save_model(out, encoder, info={"dataset": dataset, "split_seed": split_seed, "split": split, "seed": seed,
-                                   "ssl": asdict(config), "probe_accuracy": probe})  # fmt: skip
-    _console().print(
-        f"pre-trained {arch} ({dim}-d, {config.method}) on {dataset}/{split}: linear probe {probe:.4f} "
-        f"(raw pixels {pixels:.4f}) -> {out}"
-    )
 
 
 def embed_encoder(model: Path, out: Path, dataset: str, split_seed: int, seed: int, config: Any, nulls: int,

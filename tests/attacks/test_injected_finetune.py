@@ -9,7 +9,7 @@ from torch import nn
 
 from ownmark.attacks import FineTuneConfig, RetrainLastLayer
 from ownmark.attacks import finetune as finetune_module
-from ownmark.bench.experiment import Context, train_model
+from ownmark.families.classifier import Context, train_model
 from ownmark.models.injected import InjectedModel
 from ownmark.train import TrainConfig, accuracy
 

@@ -8,9 +8,9 @@ import itertools
 import pytest
 import torch
 
-from ownmark.bench.experiment import Context, null_models, train_model
 from ownmark.data.toy import toy_images
 from ownmark.errors import ConfigError, KeyMismatchError
+from ownmark.families.classifier import Context, null_models, train_model
 from ownmark.io import load_key, save_key
 from ownmark.models import ModelSpec
 from ownmark.train import TrainConfig, accuracy, predict_logits

@@ -11,9 +11,9 @@ from torch import nn
 
 from ownmark.attacks import FineTune, FineTuneConfig, Prune, PruneConfig
 from ownmark.attacks.ptynet_attacks import Strip, strip_proprietary
-from ownmark.bench.experiment import Context, null_models, train_model
 from ownmark.data.toy import toy_images
 from ownmark.errors import ConfigError, KeyMismatchError
+from ownmark.families.classifier import Context, null_models, train_model
 from ownmark.io import load_key, save_key
 from ownmark.models import ModelSpec, load_model, save_model
 from ownmark.models.injected import InjectedModel

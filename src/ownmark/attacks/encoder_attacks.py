@@ -30,9 +30,9 @@ HEAD_STREAM = 0x48454144
 
 
 def _check_encoder(model: nn.Module, data: ImageSet) -> None:
-    spec = getattr(model, "spec", None)
-    if spec is not None and getattr(spec, "family", "classifier") != "encoder":
-        raise ConfigError(f"this attack changes encoders; the model is a {spec.family} ({spec.arch})")
+    from ownmark.families import FAMILIES
+
+    FAMILIES.get("encoder").require(model, "this attack")
     if len(data) == 0:
         raise ConfigError("the attacker's data is empty")
 

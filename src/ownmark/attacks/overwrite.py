@@ -26,6 +26,9 @@ from ownmark.train import Engine, key_seed
 OVERWRITE_STREAM = 0x4F565257
 
 
+VICTIM_FAMILY = "classifier"  # the attacker embeds a classifier scheme into a classifier
+
+
 @dataclass(frozen=True)
 class OverwriteConfig:
     """The attacker's scheme, its preset, its number of embedding epochs (0: the preset's own) and
@@ -40,7 +43,7 @@ class OverwriteConfig:
         from ownmark.watermarks import WATERMARKS
 
         cls = WATERMARKS.get(self.scheme)  # an unknown name is refused with the known ones
-        if getattr(cls, "family", "classifier") != "classifier":
+        if getattr(cls, "family", "classifier") != VICTIM_FAMILY:
             raise ConfigError(
                 f"OverwriteConfig.scheme {self.scheme!r} marks {cls.family} models; overwrite a classifier with "
                 "a classifier scheme (fcw, content, noise, unrelated, ptynet)"

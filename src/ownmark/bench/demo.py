@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ownmark.attacks import FineTune, FineTuneConfig, Prune, PruneConfig
-from ownmark.bench.experiment import Context, null_models, train_model
+from ownmark.families.classifier import Context, null_models, train_model
 from ownmark.io import atomic_write_text, save_key
 from ownmark.models import save_model
 from ownmark.train import Engine, accuracy

@@ -26,9 +26,37 @@ from typing import TYPE_CHECKING, Any
 from ownmark.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
-    from ownmark.bench.families import NullSpec
+    from ownmark.families import NullSpec
 
 AttackSpec = dict[str, Any]
+
+
+def scheme_class(schemes: dict[str, Any], label: str) -> type:
+    """The watermark class behind a matrix scheme label (``{"scheme": name}`` aliases one)."""
+    from ownmark.watermarks import WATERMARKS
+
+    spec = schemes[label] or {}
+    return WATERMARKS.get(spec.get("scheme", label))
+
+
+def scheme_family(schemes: dict[str, Any], label: str) -> str:
+    """The model family a matrix scheme label marks (its class's ``family``)."""
+    return getattr(scheme_class(schemes, label), "family", "classifier")
+
+
+def attack_families(spec: AttackSpec) -> tuple[str, ...]:
+    """The families an attack entry runs on: its ``families``, else its class's ``applies_to``
+    when that names a family, else classifiers (the classifier attacks need a label head)."""
+    from ownmark.families import FAMILIES
+
+    if "families" in spec:
+        return tuple(spec["families"])
+    if spec["name"] == "none":
+        return tuple(FAMILIES.names())
+    from ownmark.attacks import ATTACKS
+
+    applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
+    return (applies,) if applies in FAMILIES else ("classifier",)
 
 
 @dataclass(frozen=True)
@@ -40,10 +68,10 @@ class MatrixConfig:
         attacks: list of {"name": attack or "none", "label": optional, "set": {...},
             "sweep": {field: [values]}, "schemes": [only these]}; a sweep makes one cell per value.
         nulls: {"archs": [...], "seeds": n, "attacker_model": bool}: the null classifiers.
-        encoder: settings of the encoder schemes' models (``bench.families.ENCODER_DEFAULTS``:
+        encoder: settings of the encoder schemes' models (``ownmark.families.encoder.DEFAULTS``:
             arch, dim, ssl overrides, calibration nulls, null encoders).
         image2image: the image-to-image schemes' task, target arch, epochs and null models
-            (``bench.families.I2I_DEFAULTS``).
+            (``ownmark.families.image2image.DEFAULTS``).
     """
 
     name: str = "custom"
@@ -64,26 +92,19 @@ class MatrixConfig:
 
     def __post_init__(self) -> None:
         from ownmark.attacks import ATTACKS
-        from ownmark.bench.families import (
-            MATRIX_FAMILIES,
-            attack_families,
-            encoder_settings,
-            i2i_settings,
-            scheme_family,
-        )
+        from ownmark.families import FAMILIES
 
         if not self.schemes:
             raise ConfigError("a bench config needs at least one scheme under `schemes`")
         families = set()
         for name in self.schemes:
             family = scheme_family(self.schemes, name)
-            if family not in MATRIX_FAMILIES:
+            if family not in FAMILIES:
                 raise ConfigError(f"scheme {name!r} marks {family} models, which the matrix does not run")
             families.add(family)
-        if "encoder" in families:
-            encoder_settings(self.encoder)
-        if "image2image" in families:
-            i2i_settings(self.image2image)
+        raw = config_to_dict(self)
+        for family in families:
+            FAMILIES.get(family).check(raw)
         for spec in self.attacks:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
@@ -100,15 +121,14 @@ class MatrixConfig:
                         f"{stage!r}"
                     )
                 ATTACKS.get(stage["name"])  # an unknown stage fails here, before any cell runs
-            bad = set(spec.get("families", ())) - set(MATRIX_FAMILIES)
+            bad = set(spec.get("families", ())) - set(FAMILIES.names())
             if bad:
-                raise ConfigError(
-                    f"attack {spec['name']!r} lists unknown families {sorted(bad)}; known: {', '.join(MATRIX_FAMILIES)}"
-                )
+                known = ", ".join(FAMILIES.names())
+                raise ConfigError(f"attack {spec['name']!r} lists unknown families {sorted(bad)}; known: {known}")
             if spec["name"] == "none":
                 continue
             applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
-            if applies not in ("any", *MATRIX_FAMILIES) and "schemes" not in spec:
+            if applies != "any" and applies not in FAMILIES and "schemes" not in spec:
                 raise ConfigError(
                     f"attack {spec['name']!r} applies to {applies} models only; list the schemes it attacks under "
                     "`schemes`"
@@ -146,8 +166,6 @@ class MatrixConfig:
 
     def cells(self) -> Iterator[tuple[str, str, dict[str, Any], int]]:
         """(scheme, attack label, attack setting, seed) for every cell, in a fixed order."""
-        from ownmark.bench.families import attack_families, scheme_family
-
         for scheme, spec, seed in itertools.product(self.schemes, self.attacks, self.seeds):
             if scheme not in spec.get("schemes", [scheme]):
                 continue
@@ -158,29 +176,17 @@ class MatrixConfig:
 
     def families(self) -> list[str]:
         """The model families of the schemes, in a fixed order."""
-        from ownmark.bench.families import MATRIX_FAMILIES, scheme_family
+        from ownmark.families import FAMILIES
 
         present = {scheme_family(self.schemes, name) for name in self.schemes}
-        return [f for f in MATRIX_FAMILIES if f in present]
+        return [f for f in FAMILIES.names() if f in present]
 
     def null_names(self) -> list[NullSpec]:
-        """Every null model: classifiers for classifier schemes, encoders for encoder schemes."""
-        from ownmark.bench.families import NullSpec, encoder_nulls, i2i_nulls
+        """Every null model: each family of the schemes contributes its own (``Family.nulls``)."""
+        from ownmark.families import FAMILIES
 
-        out: list[NullSpec] = []
-        if "classifier" in self.families():
-            archs = self.nulls.get("archs", [self.arch])
-            count = int(self.nulls.get("seeds", 0))
-            out += [
-                NullSpec(f"{a}-seed{1000 + s}", "classifier", a, 1000 + s, "owner") for a in archs for s in range(count)
-            ]
-            if self.nulls.get("attacker_model", False):
-                out.append(NullSpec(f"{archs[0]}-attacker-data", "classifier", archs[0], 10_007, "attacker"))
-        if "encoder" in self.families():
-            out += encoder_nulls(self.encoder)
-        if "image2image" in self.families():
-            out += i2i_nulls(self.image2image)
-        return out
+        raw = config_to_dict(self)
+        return [null for family in self.families() for null in FAMILIES.get(family).nulls(raw)]
 
 
 def expand(spec: AttackSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -281,9 +287,9 @@ def run_matrix(
     """Run every missing cell of ``config``; return the number of rows written in this call."""
     from dataclasses import asdict
 
-    from ownmark.bench.families import calibration_nulls
     from ownmark.bench.store import ResultStore
     from ownmark.bench.tasks import run_task
+    from ownmark.families import FAMILIES
 
     workdir = Path(workdir)
     store = ResultStore(workdir / "results.sqlite")
@@ -300,7 +306,8 @@ def run_matrix(
         return 0
     seeds_needed = sorted({t.args["seed"] for t in todo if t.phase == "cell"} | (set(config.seeds) if nulls else set()))
     families = config.families()
-    calibration = calibration_nulls(config.encoder) if "encoder" in families else []
+    raw = config_to_dict(config)
+    calibration = [n for f in families for n in FAMILIES.get(f).calibration(raw)]
     phases = [
         [Task("clean", f"clean|{f}|{seed}", {**common, "family": f, "seed": seed}) for f in families
          for seed in seeds_needed]

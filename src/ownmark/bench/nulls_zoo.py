@@ -120,7 +120,7 @@ def build_classifier_zoo(
     """Build (or load from ``cache``) every suspect of ``specs`` on the context's splits.
 
     Args:
-        ctx: a :class:`ownmark.bench.experiment.Context` (``.splits``, ``.spec(arch)``).
+        ctx: a :class:`ownmark.families.classifier.Context` (``.splits``, ``.spec(arch)``).
         owner: the owner's unmarked model (the teacher of the distilled suspects).
         training: the TrainConfig of trained and distilled suspects (default: the bench's clean one).
     """
@@ -149,7 +149,7 @@ def _cached(spec: SuspectSpec, cache: Path | None, build: Callable[[], Suspect])
 
 
 def _build(spec: SuspectSpec, ctx: Any, owner: nn.Module, built: dict[str, Suspect], training: Any) -> Suspect:
-    from ownmark.bench.experiment import CLEAN_TRAINING, train_model
+    from ownmark.families.classifier import CLEAN_TRAINING, train_model
 
     training = training or CLEAN_TRAINING
     num_classes = ctx.splits.owner.num_classes

@@ -22,8 +22,8 @@ import torch
 from torch.nn import functional as F
 
 from ownmark.bench.benchmarks_md import machine, update_section
-from ownmark.bench.experiment import Context, train_model
 from ownmark.data import ImageSet
+from ownmark.families.classifier import Context, train_model
 from ownmark.train import TrainConfig, fit, key_seed, make_optimizer
 from ownmark.verify import LabelOracle, min_queries, sequential_verify
 from ownmark.watermarks.fcw import FCW, FCWConfig

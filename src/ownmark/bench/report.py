@@ -198,20 +198,10 @@ def _intro(cells: list[Row], nulls: list[Row]) -> list[Block]:
         f"{len(nulls)} null models. A verdict is 'owned' when the p-value is at most alpha ({alphas or NA}). "
         f"Accuracies are clean test accuracy in percent; costs and drops are in accuracy points."
     )
-    if any(r.get("family") == "encoder" for r in cells):
-        text += (
-            " For encoder schemes the accuracy is the linear-probe accuracy of the encoder's frozen features (a linear "
-            "classifier fitted on the attacker's labelled split, scored on the test split), and the verdict is the "
-            "white-box rank test (the owner's key ranked among the decoy keys drawn by the same procedure, by the "
-            "suspect's mean key effect)."
-        )
-    if any(r.get("family") == "image2image" for r in cells):
-        text += (
-            " For image-to-image schemes the accuracy is the SSIM (in percent) of the model's outputs against the "
-            "ground truth on the test pairs, and the verdict is the exact hypergeometric test of the bit string the "
-            "extractor decodes from the suspect's mean output against the secret balanced bits (the extractor never "
-            "saw them)."
-        )
+    from ownmark.families import FAMILIES
+
+    present = {r.get("family") or "classifier" for r in cells}
+    text += "".join(" " + FAMILIES.get(name).report_note for name in FAMILIES.names() if name in present)
     if lost:
         text += f" In {lost} cells the marked model was not owned even before the attack; no removal is credited there."
     return [_Para(text)]

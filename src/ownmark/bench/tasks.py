@@ -33,18 +33,10 @@ def _paths(args: dict[str, Any]) -> Path:
     return Path(args["workdir"]) / "models"
 
 
-def _context(args: dict[str, Any], family: str = "classifier"):
-    """The data a family's task works on: ``.splits`` with owner, attacker and test parts."""
-    from ownmark.bench.experiment import Context
+def _family(name: str):
+    from ownmark.families import FAMILIES
 
-    cfg = args["config"]
-    if family == "image2image":
-        from types import SimpleNamespace
-
-        from ownmark.bench.families import i2i_splits
-
-        return SimpleNamespace(splits=i2i_splits(cfg["image2image"], cfg["split_seed"]))
-    return Context.load(cfg["dataset"], cfg["split_seed"])
+    return FAMILIES.get(name)
 
 
 def _engine(args: dict[str, Any]):
@@ -53,59 +45,32 @@ def _engine(args: dict[str, Any]):
     return Engine(accelerator=args["config"]["accelerator"])
 
 
-def _train_config(overrides: dict[str, Any]):
-    from ownmark.bench.experiment import CLEAN_TRAINING
-    from ownmark.watermarks import apply_overrides
-
-    return apply_overrides(CLEAN_TRAINING, overrides)
-
-
 def _clean(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.experiment import train_model
-    from ownmark.bench.families import clean_name, encoder_settings, i2i_settings, train_encoder, train_i2i
     from ownmark.io import artefact_paths
     from ownmark.models import save_model
 
-    family = args.get("family", "classifier")
-    path = _paths(args) / clean_name(family, args["seed"])
+    family, cfg = _family(args.get("family", "classifier")), args["config"]
+    path = _paths(args) / family.clean_name(args["seed"])
     if artefact_paths(path)[1].is_file():
         return []
-    ctx, cfg = _context(args, family), args["config"]
-    if family == "image2image":
-        arch = i2i_settings(cfg["image2image"])["arch"]
-        model = train_i2i(ctx.splits, cfg["image2image"], arch, args["seed"], "owner")
-    elif family == "encoder":
-        enc = encoder_settings(cfg["encoder"])
-        method = enc["ssl"].get("method", "simclr")
-        model = train_encoder(ctx, cfg["encoder"], enc["arch"], method, args["seed"], "owner", _engine(args))
-    else:
-        training = _train_config(cfg["clean"])
-        model = train_model(ctx.spec(cfg["arch"]), ctx.splits.owner, seed=args["seed"], config=training)
-    from ownmark.bench.families import utility
-
-    info = {"seed": args["seed"], "dataset": cfg["dataset"], "utility": utility(family, model.eval(), ctx)}
+    data = family.load(cfg)
+    model = family.train(data, cfg, family.clean_spec(cfg, args["seed"]), _engine(args)).eval()
+    info = {"seed": args["seed"], "dataset": cfg["dataset"], "utility": family.utility(model, data.splits)}
     save_model(path, model, info=info)
     return []
 
 
 def _null_model(args: dict[str, Any]):
-    """The null model of ``args["null"]``: trained here, or loaded if a calibration task stored it."""
-    from ownmark.bench.experiment import train_model
-    from ownmark.bench.families import NullSpec, train_encoder, train_i2i
+    """The null model of ``args["null"]``, trained here."""
+    from ownmark.families import NullSpec
 
-    cfg, null = args["config"], NullSpec(**args["null"])
-    ctx = _context(args, null.family)
-    if null.family == "image2image":
-        return train_i2i(ctx.splits, cfg["image2image"], null.arch, null.seed, null.split)
-    if null.family == "encoder":
-        return train_encoder(ctx, cfg["encoder"], null.arch, null.method, null.seed, null.split, _engine(args))
-    data = ctx.splits.owner if null.split == "owner" else ctx.splits.attacker
-    training = _train_config({**cfg["clean"], **cfg["null_training"]})
-    return train_model(ctx.spec(null.arch), data, seed=null.seed, config=training, engine=_engine(args))
+    null = NullSpec(**args["null"])
+    family = _family(null.family)
+    return family.train(family.load(args["config"]), args["config"], null, _engine(args))
 
 
 def _calib(args: dict[str, Any]) -> list[Row]:
-    """Train one calibration null encoder (the margin of encoder keys is set on these)."""
+    """Train one model a family's keys are calibrated on (encoders: the null margin is set on these)."""
     from ownmark.io import artefact_paths
     from ownmark.models import save_model
 
@@ -116,14 +81,7 @@ def _calib(args: dict[str, Any]) -> list[Row]:
 
 
 def _embed(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.families import (
-        calibration_nulls,
-        clean_name,
-        encoder_settings,
-        scheme_class,
-        scheme_family,
-        utility,
-    )
+    from ownmark.bench.matrix import scheme_class, scheme_family
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
     from ownmark.watermarks import resolve_config
@@ -133,23 +91,20 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     if artefact_paths(path.with_name(path.name + "-key"))[1].is_file():
         return []
     spec = cfg["schemes"][scheme] or {}
-    cls, family = scheme_class(cfg["schemes"], scheme), scheme_family(cfg["schemes"], scheme)
+    cls, family = scheme_class(cfg["schemes"], scheme), _family(scheme_family(cfg["schemes"], scheme))
     config = resolve_config(cls, spec.get("preset"), spec.get("set", {}))
-    clean, _ = load_model(_paths(args) / clean_name(family, seed))
-    ctx = _context(args, family)
-    marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(args))
-    if family == "encoder":  # the calibrated verdict needs the null margin before any detect
-        nulls = {n.name: load_model(_paths(args) / n.name)[0] for n in calibration_nulls(cfg["encoder"])}
-        lrs = tuple(encoder_settings(cfg["encoder"])["adapt_lrs"])  # the null rows' rates set the margin too
-        key = cls(config).calibrate(key, nulls, probe=(ctx.splits.attacker, ctx.splits.test), adapt_lrs=lrs)
-    info = {"scheme": scheme, "seed": seed, "utility": utility(family, marked.eval(), ctx)}
+    clean, _ = load_model(_paths(args) / family.clean_name(seed))
+    data = family.load(cfg)
+    marked, key = cls(config).embed(clean, data.splits.owner, seed=seed, engine=_engine(args))
+    key = family.prepare_key(cls(config), key, data, cfg, lambda name: load_model(_paths(args) / name)[0])
+    info = {"scheme": scheme, "seed": seed, "utility": family.utility(marked.eval(), data.splits)}
     save_model(path, marked, info=info)
     save_key(path.with_name(path.name + "-key"), key)  # the key last: it marks the pair complete
     return []
 
 
 def _cell(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.families import clean_name, scheme_class, scheme_family, utility
+    from ownmark.bench.matrix import scheme_class, scheme_family
     from ownmark.io import load_key
     from ownmark.models import load_model
     from ownmark.verify import decide
@@ -157,21 +112,21 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     start = time.perf_counter()
     scheme_name, seed, setting = args["scheme"], args["seed"], args["setting"]
     schemes, alpha = args["config"]["schemes"], args["config"]["alpha"]
-    family = scheme_family(schemes, scheme_name)
-    ctx = _context(args, family)
+    family = _family(scheme_family(schemes, scheme_name))
+    ctx = family.load(args["config"])
     marked, marked_manifest = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
     key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-    clean, clean_manifest = load_model(_paths(args) / clean_name(family, seed))
+    clean, clean_manifest = load_model(_paths(args) / family.clean_name(seed))
     scheme = scheme_class(schemes, scheme_name)()
     attacked, cost = _attack(setting, marked, ctx, seed, _engine(args))
     before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
     verdict = decide(after, alpha)
     row = {
-        "scheme": scheme_name, "family": family, "attack": setting["name"], "attack_label": args["label"],
+        "scheme": scheme_name, "family": family.name, "attack": setting["name"], "attack_label": args["label"],
         "strength_param": setting["param"], "strength": setting["value"], "seed": seed, "alpha": alpha,
         "acc_clean": _stored_utility(clean_manifest, family, clean, ctx),
         "acc_marked": _stored_utility(marked_manifest, family, marked, ctx),
-        "acc_attacked": utility(family, attacked, ctx),
+        "acc_attacked": family.utility(attacked, ctx.splits),
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
@@ -180,13 +135,11 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     return [(_cell_id(args), "cell", row)]
 
 
-def _stored_utility(manifest: dict[str, Any], family: str, model, ctx) -> float:
+def _stored_utility(manifest: dict[str, Any], family, model, ctx) -> float:
     """The utility measured when the artefact was saved (the same value), or measured now for
     artefacts of older runs that did not store it."""
-    from ownmark.bench.families import utility
-
     stored = manifest.get("info", {}).get("utility")
-    return float(stored) if stored is not None else utility(family, model, ctx)
+    return float(stored) if stored is not None else family.utility(model, ctx.splits)
 
 
 def _cell_id(args: dict[str, Any]) -> str:
@@ -211,18 +164,15 @@ def _attack(setting: dict[str, Any], marked, ctx, seed: int, engine):
 
 
 def _null(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.families import scheme_class, scheme_family
+    from ownmark.bench.matrix import scheme_class, scheme_family
     from ownmark.io import load_key
     from ownmark.verify import decide
 
     cfg, null = args["config"], args["null"]
+    family = _family(null["family"])
     models = {null["name"]: _null_model(args)}
-    if null["family"] == "encoder":  # adapted to the downstream task as a suspect would be
-        from ownmark.attacks.encoder_attacks import finetuned_variants
-        from ownmark.bench.families import encoder_settings
-
-        lrs, data = encoder_settings(cfg["encoder"])["adapt_lrs"], _context(args, "encoder").splits.attacker
-        models |= finetuned_variants(null["name"], models[null["name"]], data, lrs, seed=null["seed"])
+    # adapted as a suspect in the wild would be (encoders: fine-tuned downstream)
+    models |= family.adapted(null["name"], models[null["name"]], family.load(cfg), cfg, null["seed"])
     rows = []
     for scheme_name in cfg["schemes"]:
         if scheme_family(cfg["schemes"], scheme_name) != null["family"]:

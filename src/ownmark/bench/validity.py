@@ -59,7 +59,7 @@ from ownmark.errors import ConfigError, UnknownNameError
 log = logging.getLogger(__name__)
 
 OWN_TEST = "detect"
-FAMILIES = ("classifier", "encoder", "image2image")
+FAMILIES = ("classifier", "encoder", "image2image")  # each has a suspect zoo below (SETTINGS)
 INVALID_TEST = "binomial-1/K"
 Row = dict[str, Any]
 
@@ -295,8 +295,8 @@ class Setting:
 
 
 def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
-    from ownmark.bench.experiment import CLEAN_TRAINING, Context, train_model
     from ownmark.bench.nulls_zoo import build_classifier_zoo, classifier_specs, fine_tuned
+    from ownmark.families.classifier import CLEAN_TRAINING, Context, train_model
 
     ctx = Context.load(settings.dataset, settings.split_seed)
     training = replace(CLEAN_TRAINING, epochs=settings.clean_epochs)
@@ -311,9 +311,9 @@ def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
 
 
 def _encoder_setting(settings: ValiditySettings, models: Path) -> Setting:
-    from ownmark.bench.experiment import Context
-    from ownmark.bench.families import train_encoder
     from ownmark.bench.validity_families import encoder_zoo
+    from ownmark.families.classifier import Context
+    from ownmark.families.encoder import train_encoder
     from ownmark.train import Engine
 
     ctx = Context.load(settings.dataset, settings.split_seed)
@@ -427,7 +427,7 @@ def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier", *,
 def draw_keys(settings: ValiditySettings, scheme: Any, setting: Setting, seeds: list[int]) -> list[Key]:
     """The key draws of one scheme: ``draw_key`` per seed, or for deep output watermarking a few
     trained extractors with redrawn secrets (:func:`ownmark.bench.validity_families.deepwm_keys`)."""
-    if settings.family == "image2image":
+    if getattr(scheme, "key_draw_trains", False):
         from ownmark.bench.validity_families import deepwm_keys
 
         return deepwm_keys(scheme, setting.owner, setting.owner_data, seeds, extractors=settings.extractors)
@@ -471,7 +471,7 @@ def _tests(settings: ValiditySettings, label: str) -> tuple[str, ...]:
 
 
 def _stamp(settings: ValiditySettings, scheme: Any) -> str:
-    extra = f"|extractors {settings.extractors}" if settings.family == "image2image" else ""
+    extra = f"|extractors {settings.extractors}" if getattr(scheme, "key_draw_trains", False) else ""
     return fingerprint(scheme, settings.n_keys, settings.key_seed0, extra)
 
 
@@ -623,7 +623,7 @@ def _marked_rows(
             "kind": "marked",
             "key_digest": key_digest(key)[:16],
         }
-        if settings.family != "image2image":  # a deepwm draw trains its extractor again: not re-checked here
+        if not getattr(scheme, "key_draw_trains", False):  # a deepwm draw trains again: not re-checked here
             drawn = draw_key(scheme, setting.owner, setting.owner_data, seed=seed)
             info["draw_key_matches_embed"] = all(
                 torch.equal(drawn.tensors[n], key.tensors[n]) for n in drawn.tensors if n in key.tensors

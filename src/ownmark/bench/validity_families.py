@@ -153,7 +153,7 @@ def encoder_zoo(
     """The encoder suspects (see the module docstring) and their kinds, built or loaded from ``cache``."""
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig, EncoderSSL
     from ownmark.attacks.stolen_encoder import StolenEncoder
-    from ownmark.bench.families import train_encoder
+    from ownmark.families.encoder import train_encoder
     from ownmark.models import ModelSpec
     from ownmark.train import Engine
 

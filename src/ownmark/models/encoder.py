@@ -16,7 +16,7 @@ from torch import nn
 
 from ownmark.errors import ConfigError, KeyMismatchError
 from ownmark.models.classifier import _Block, build_classifier
-from ownmark.models.store import FAMILIES, load_model
+from ownmark.models.store import load_model
 from ownmark.registry import Registry
 
 ENCODERS: Registry = Registry("encoder")
@@ -58,9 +58,6 @@ def build_encoder(name: str, in_channels: int, dim: int, image_size: int) -> nn.
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
     return ENCODERS.get(name)(in_channels, dim, image_size)
-
-
-FAMILIES["encoder"] = build_encoder
 
 
 def load_encoder(path: str | Path, input_shape: tuple[int, ...] | None = None) -> nn.Module:

@@ -5,7 +5,7 @@ and W divisible by 4. When input and output channels match, a network predicts a
 added to its input (restoration tasks start from the identity), unless ``residual=False`` (the
 extractor R of deep output watermarking maps images to a watermark, not to themselves).
 
-``FAMILIES["image2image"]`` builds them from a :class:`~ownmark.models.ModelSpec`, so
+The image-to-image family (``ownmark.families``) builds them from a :class:`~ownmark.models.ModelSpec`, so
 ``save_model``/``load_model`` round-trip them; an arch named ``barrier:TARGET+EMBEDDER`` builds the
 barrier form of deep output watermarking (a target with the embedding network H at its output),
 see :class:`BarrierModel`.
@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from ownmark.errors import ConfigError, ShapeError
-from ownmark.models.store import FAMILIES
 from ownmark.registry import Registry
 
 I2I_MODELS: Registry[Callable[[int, int, int], nn.Module]] = Registry("image-to-image architecture")
@@ -202,6 +201,3 @@ class BarrierModel(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         return self.embed(self.target(a))
-
-
-FAMILIES["image2image"] = build_i2i

@@ -7,7 +7,6 @@ its output) is one artefact too: its manifest holds the target's spec as ``spec`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,7 @@ from torch import nn
 
 from ownmark.errors import ConfigError, IntegrityError
 from ownmark.io import load_tensors, save_tensors
-from ownmark.models.classifier import build_classifier
 from ownmark.models.injected import InjectedModel
-
-Builder = Callable[[str, int, int, int], nn.Module]
-# family -> build(arch, in_channels, out, image_size); encoder.py and image2image.py add theirs
-FAMILIES: dict[str, Builder] = {"classifier": build_classifier}
 
 
 @dataclass(frozen=True)
@@ -39,8 +33,10 @@ class ModelSpec:
     family: str = "classifier"
 
     def __post_init__(self) -> None:
+        from ownmark.families import FAMILIES  # the families import models: resolved at use
+
         if self.family not in FAMILIES:
-            raise ConfigError(f"ModelSpec.family must be one of {sorted(FAMILIES)}, got {self.family!r}")
+            raise ConfigError(f"ModelSpec.family must be one of {FAMILIES.names()}, got {self.family!r}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -52,7 +48,9 @@ class ModelSpec:
 
     def build(self) -> nn.Module:
         """A fresh, untrained model of this spec, with the spec attached as ``model.spec``."""
-        model = FAMILIES[self.family](self.arch, self.in_channels, self.num_classes, self.image_size)
+        from ownmark.families import FAMILIES
+
+        model = FAMILIES.get(self.family).build(self.arch, self.in_channels, self.num_classes, self.image_size)
         model.spec = self  # type: ignore[assignment]
         return model
 

@@ -18,15 +18,15 @@ from ownmark.errors import BudgetExhaustedError, ConfigError, ShapeError, check_
 from ownmark.train import key_seed
 
 KINDS = ("labels", "probs", "logits", "features", "images")
-DEFAULT_KIND = {"classifier": "probs", "encoder": "features", "image2image": "images"}
-FAMILY_KINDS = {"classifier": ("labels", "probs", "logits"), "encoder": ("features",), "image2image": ("images",)}
 NOISE_STREAM = 0x4E4F4953
 
 
 def default_kind(model: nn.Module) -> str:
-    """What a model's API returns unless told otherwise: probabilities, features or images."""
-    spec = getattr(model, "spec", None)
-    return DEFAULT_KIND.get(getattr(spec, "family", "classifier"), "probs")
+    """What a model's API returns unless told otherwise: its family's first kind (probabilities,
+    features or images; probabilities for a foreign module)."""
+    from ownmark.families import family_of
+
+    return family_of(model).default_kind
 
 
 class ModelAPI:
@@ -62,12 +62,15 @@ class ModelAPI:
         kind = kind or default_kind(model)
         if kind not in KINDS:
             raise ConfigError(f"ModelAPI kind must be one of {list(KINDS)}, got {kind!r}")
-        family = getattr(getattr(model, "spec", None), "family", None)
-        if family in FAMILY_KINDS and kind not in FAMILY_KINDS[family]:
-            raise ConfigError(
-                f"a {family} cannot answer {kind!r}; its API answers {' or '.join(FAMILY_KINDS[family])} "
-                f"(--kind {FAMILY_KINDS[family][0]}, or leave --kind out)"
-            )
+        if getattr(getattr(model, "spec", None), "family", None) is not None:
+            from ownmark.families import family_of
+
+            family = family_of(model)
+            if kind not in family.serve_kinds:
+                raise ConfigError(
+                    f"a {family.name} cannot answer {kind!r}; its API answers {' or '.join(family.serve_kinds)} "
+                    f"(--kind {family.default_kind}, or leave --kind out)"
+                )
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ConfigError(f"ModelAPI budget must be a non-negative int or None, got {budget!r}")
         self.model, self.kind, self.budget = model, kind, budget

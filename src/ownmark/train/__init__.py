@@ -23,3 +23,8 @@ __all__ = [
     "make_optimizer",
     "predict_logits",
 ]
+
+
+from ownmark._callable import callable_module  # noqa: E402
+
+callable_module(__name__, "train")  # ``om.train(arch, data, ...)`` (ownmark.api.train) once this is imported

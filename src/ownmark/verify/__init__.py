@@ -10,3 +10,7 @@ __all__ = [
     "DEFAULT_ALPHA", "Calibration", "LabelOracle", "MixtureMartingale", "QueryFn", "Verdict", "binomial_pvalue",
     "calibrate", "check_alpha", "decide", "min_queries", "sequential_verify", "upper_bound",
 ]  # fmt: skip
+
+from ownmark._callable import callable_module  # noqa: E402
+
+callable_module(__name__, "verify")  # ``om.verify(suspect, key)`` (ownmark.api.verify) once this is imported

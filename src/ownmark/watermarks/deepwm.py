@@ -122,6 +122,8 @@ class DeepWM:
 
     family = "image2image"
     config_class = DeepWMConfig
+    # a key draw trains an extractor (minutes): benchmarks redraw secrets over a few trained extractors
+    key_draw_trains = True
     presets = DEEPWM_PRESETS
 
     def __init__(self, config: DeepWMConfig = DeepWMConfig()) -> None:

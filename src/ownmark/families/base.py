@@ -1,0 +1,177 @@
+"""The model family as a unit: what differs between classifiers, encoders and image-to-image networks.
+
+A :class:`Family` answers every question whose answer depends on the kind of model: how a model
+of an architecture is built, which data it learns from, how it is trained, how its utility is
+measured, what its API answers, which null models a benchmark verifies keys against and how they
+are adapted, and which toy fixture its contract test runs on. The rest of ownmark asks the family
+(``family_of(model)`` or ``FAMILIES.get(name)``) instead of testing names, so adding a family is one
+module here (plus its architectures under ``ownmark.models``) and no edit in the bench, the CLI or
+the service.
+
+Bench-facing methods take the matrix config as a plain dict (``cfg``: what a task carries across
+processes); a family reads its own section of it (``settings``) and checks it (``check``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ownmark.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ownmark.core import Key
+    from ownmark.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class NullSpec:
+    """One independently trained model a benchmark verifies every key of its family with.
+
+    ``split`` is ``owner`` or ``attacker`` (the data it trained on); ``method`` the SSL method of a
+    null encoder. The clean model of a bench seed is described by a NullSpec too.
+    """
+
+    name: str
+    family: str
+    arch: str
+    seed: int
+    split: str
+    method: str = ""
+
+
+class Family:
+    """One model family. Subclasses set the class attributes and implement the methods.
+
+    Attributes:
+        name: the registry name, stored as ``ModelSpec.family`` in every artefact's manifest.
+        description: one line for ``ownmark list families``.
+        serve_kinds: what the family's model API can answer; the first is the default.
+        utility_name: what :meth:`utility` measures, for reports.
+        default_arch: the architecture a command uses when none is named.
+        section: the bench config section holding the family's settings ("" for the top level).
+        report_note: what the bench report says of the family's utility and verdicts ("" for none).
+        default_dataset: the data a command trains on when none is named (bundled, offline).
+        utility_key: the manifest field ``ownmark train`` stores the utility under.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    serve_kinds: ClassVar[tuple[str, ...]]
+    utility_name: ClassVar[str]
+    default_arch: ClassVar[str]
+    section: ClassVar[str] = ""
+    report_note: ClassVar[str] = ""
+    default_dataset: ClassVar[str] = "mnist5k"
+    utility_key: ClassVar[str]
+
+    @property
+    def default_kind(self) -> str:
+        """What the family's API returns unless told otherwise."""
+        return self.serve_kinds[0]
+
+    def __repr__(self) -> str:
+        return f"<family {self.name}>"
+
+    def archs(self) -> list[str]:
+        """Names of the family's registered architectures (``tv:NAME`` / ``timm:NAME`` aside)."""
+        raise NotImplementedError
+
+    # -- models --------------------------------------------------------------------------------
+    def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
+        """An untrained model of ``arch``: images of ``in_channels`` x ``image_size`` px in,
+        ``out_dim`` outputs (classes, feature dimension or output channels) out."""
+        raise NotImplementedError
+
+    def spec(self, arch: str, data: Any, out_dim: int | None = None) -> ModelSpec:
+        """The ModelSpec of ``arch`` for ``data`` (its shape; ``out_dim`` where the data does not fix it)."""
+        raise NotImplementedError
+
+    def toy(self, seed: int = 0) -> tuple[nn.Module, Any]:
+        """A tiny untrained model of the family and data it takes, for contract tests (no files)."""
+        raise NotImplementedError
+
+    def utility(self, model: nn.Module, splits: Any) -> float:
+        """The model's utility on a split's test part (higher is better), as :attr:`utility_name` says."""
+        raise NotImplementedError
+
+    def require(self, model: Any, what: str) -> None:
+        """Raise ConfigError unless ``model`` (an ownmark model) belongs to this family; foreign
+        modules and remote APIs pass (their family is unknown)."""
+        from ownmark.errors import ConfigError
+
+        spec = getattr(model, "spec", None)
+        family = getattr(spec, "family", None)
+        if family is not None and family != self.name:
+            raise ConfigError(f"{what} works on {self.name} models, got a {family} ({getattr(spec, 'arch', '?')})")
+
+    # -- training from the command line and the API ------------------------------------------
+    def load_splits(self, dataset: str, split_seed: int) -> Any:
+        """Owner, attacker and test parts of ``dataset`` (a dataset name, or a task for image-to-image)."""
+        from ownmark.families.classifier import Context
+
+        return Context.load(dataset, split_seed).splits
+
+    def train_config(self, overrides: dict[str, str]) -> Any:
+        """The family's training config (its defaults with ``--set`` overrides applied)."""
+        raise NotImplementedError
+
+    def fit(self, arch: str, data: Any, *, seed: int, config: Any, engine: Any = None, checkpoint: Any = None,
+            resume: bool = False, out_dim: int | None = None) -> nn.Module:  # fmt: skip
+        """A fresh model of ``arch`` initialised from ``seed`` and trained on ``data`` (one split part);
+        ``checkpoint`` and ``resume`` as in :func:`ownmark.train.fit`."""
+        raise NotImplementedError
+
+    # -- the bench -----------------------------------------------------------------------------
+    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        """The family's checked settings out of a matrix config dict."""
+        return {}
+
+    def check(self, cfg: dict[str, Any]) -> None:
+        """Raise ConfigError for a bad section (called when a config names a scheme of this family)."""
+        self.settings(cfg)
+
+    def load(self, cfg: dict[str, Any]) -> Any:
+        """The data a bench task of this family works on: an object whose ``.splits`` has owner,
+        attacker and test parts."""
+        raise NotImplementedError
+
+    def clean_name(self, seed: int) -> str:
+        """Artefact name of a bench seed's clean model."""
+        return f"clean-{self.name}-seed{seed}"
+
+    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
+        """How a bench seed's clean (owner's) model is made."""
+        raise NotImplementedError
+
+    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+        """The independent models every key of the family is verified with."""
+        return []
+
+    def calibration(self, cfg: dict[str, Any]) -> list[NullSpec]:
+        """Models trained before any embedding, for :meth:`prepare_key` (none by default)."""
+        return []
+
+    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
+        """Train the model ``null`` describes on its split of ``data`` (from :meth:`load`)."""
+        raise NotImplementedError
+
+    def adapted(self, name: str, model: nn.Module, data: Any, cfg: dict[str, Any], seed: int) -> dict[str, nn.Module]:
+        """Variants of a null model adapted as a suspect in the wild would be (none by default)."""
+        return {}
+
+    def prepare_key(self, scheme: Any, key: Key, data: Any, cfg: dict[str, Any], load: Any) -> Key:
+        """The key as the bench verifies with it, after any step the family's verdicts need before
+        the first detect (``load(name)`` returns a stored model). The key as embedded by default."""
+        return key
+
+
+FAMILIES: Registry[Family] = Registry("model family")
+
+
+def family_of(model: Any) -> Family:
+    """The family of an ownmark model (from its ``spec``); classifiers for anything else."""
+    name = getattr(getattr(model, "spec", None), "family", None) or "classifier"
+    return FAMILIES.get(name)

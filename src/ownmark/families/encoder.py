@@ -1,0 +1,178 @@
+"""Self-supervised image encoders: images in, feature vectors out (AWEncoder, StolenEncoder).
+
+Utility is the linear-probe accuracy of frozen features (a linear classifier fitted on the
+attacker's labelled split, scored on the test split). Bench settings live under ``encoder`` in a
+matrix config (:data:`DEFAULTS`): the clean encoders' architecture, feature dimension and SSL
+overrides, the >= 5 calibration encoders that set a key's null margin, the null encoders every key
+is verified with (other seeds, SSL methods, architectures, the attacker's data) and the learning
+rates at which each null is also fine-tuned downstream, as a suspect met in the wild would be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ownmark.errors import ConfigError
+from ownmark.families.base import FAMILIES, Family, NullSpec
+
+DEFAULTS: dict[str, Any] = {
+    "arch": "conv4",
+    "dim": 128,
+    "ssl": {},  # SSLConfig overrides for the clean and null encoders (default SimCLR, 10 epochs)
+    "calibration": [["conv4", "simclr", s] for s in (101, 102, 103, 104, 105)],
+    "nulls": [
+        ["conv4", "simclr", 201, "attacker"], ["conv4", "simclr", 202, "attacker"], ["conv4", "moco", 203, "attacker"],
+        ["conv4", "byol", 204, "attacker"], ["resnet-s", "simclr", 205, "attacker"],
+    ],
+    # every null encoder is also verified after downstream fine-tuning (enc-finetune, Adam) at these
+    # rates, and keys are calibrated on their calibration nulls so adapted: a suspect met in the wild
+    # is adapted, and so must be the negative controls
+    "adapt_lrs": [0.001, 0.01],
+}  # fmt: skip
+
+
+def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A matrix's ``encoder`` section over :data:`DEFAULTS`, checked."""
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} under `encoder`; known: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **raw}
+    if len(out["calibration"]) < 5:
+        raise ConfigError(
+            f"`encoder.calibration` needs >= 5 null encoders [arch, method, seed], got {out['calibration']}"
+        )
+    for entry in out["calibration"]:
+        if len(entry) != 3:
+            raise ConfigError(f"each `encoder.calibration` entry is [arch, SSL method, seed], got {entry!r}")
+    if not all(isinstance(lr, (int, float)) and lr > 0 for lr in out["adapt_lrs"]):
+        raise ConfigError(f"`encoder.adapt_lrs` is a list of positive learning rates, got {out['adapt_lrs']!r}")
+    for entry in out["nulls"]:
+        if len(entry) != 4 or entry[3] not in ("owner", "attacker"):
+            raise ConfigError(f"each `encoder.nulls` entry is [arch, SSL method, seed, owner|attacker], got {entry!r}")
+    return out
+
+
+def calibration_nulls(raw: dict[str, Any]) -> list[NullSpec]:
+    """The encoders an encoder key's null margin is set on (never among the verified nulls)."""
+    cfg = encoder_settings(raw)
+    return [NullSpec(f"calib-{a}-{m}-seed{s}", "encoder", a, s, "owner", m) for a, m, s in cfg["calibration"]]
+
+
+def train_encoder(data: Any, raw: dict[str, Any], arch: str, method: str, seed: int, split: str, engine) -> nn.Module:
+    """An encoder of ``arch`` pre-trained with ``method`` on the owner's or the attacker's split of
+    ``data`` (an object with ``.splits``)."""
+    from ownmark.train.ssl import SSLConfig
+
+    cfg = encoder_settings(raw)
+    config = SSLConfig(**{**cfg["ssl"], "method": method})
+    return FAMILIES.get("encoder").fit(
+        arch, getattr(data.splits, split), seed=seed, config=config, engine=engine, out_dim=int(cfg["dim"])
+    )
+
+
+class Encoder(Family):
+    """Encoders: ``conv4``, ``resnet-s``, ``tv:NAME``, ``timm:NAME``; utility is linear-probe accuracy."""
+
+    name = "encoder"
+    description = "self-supervised image encoders: images in, feature vectors out (AWEncoder, StolenEncoder)"
+    serve_kinds = ("features",)
+    utility_name = "linear-probe accuracy"
+    default_arch = "conv4"
+    utility_key = "probe_accuracy"
+    section = "encoder"
+    report_note = (
+        "For encoder schemes the accuracy is the linear-probe accuracy of the encoder's frozen features (a linear "
+        "classifier fitted on the attacker's labelled split, scored on the test split), and the verdict is the "
+        "white-box rank test (the owner's key ranked among the decoy keys drawn by the same procedure, by the "
+        "suspect's mean key effect)."
+    )
+
+    def archs(self) -> list[str]:
+        from ownmark.models import ENCODERS
+
+        return ENCODERS.names()
+
+    def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
+        from ownmark.models.encoder import build_encoder
+
+        return build_encoder(arch, in_channels, out_dim, image_size)
+
+    def spec(self, arch: str, data: Any, out_dim: int | None = None):
+        from ownmark.models import ModelSpec
+
+        c, h, _ = data.shape
+        return ModelSpec(arch, c, out_dim or int(DEFAULTS["dim"]), h, family=self.name)
+
+    def toy(self, seed: int = 0) -> tuple[nn.Module, Any]:
+        import torch
+
+        from ownmark.data.toy import toy_images
+
+        data = toy_images(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.spec("conv4", data, 16).build(), data
+
+    def utility(self, model: nn.Module, splits: Any) -> float:
+        from ownmark.train.probe import linear_probe
+
+        return linear_probe(model, splits.attacker, splits.test, seed=0).accuracy
+
+    def train_config(self, overrides: dict[str, str]) -> Any:
+        from ownmark.train.ssl import SSLConfig
+        from ownmark.watermarks import apply_overrides
+
+        return apply_overrides(SSLConfig(), overrides)
+
+    def fit(self, arch: str, data: Any, *, seed: int, config: Any, engine: Any = None, checkpoint: Any = None,
+            resume: bool = False, out_dim: int | None = None) -> nn.Module:  # fmt: skip
+        """Pre-train with ``config.method`` (SimCLR, MoCo or BYOL)."""
+        import torch
+
+        from ownmark.train import Engine, key_seed
+        from ownmark.train.ssl import pretrain
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(key_seed(seed, 3))
+            encoder = self.spec(arch, data, out_dim).build()
+        pretrain(encoder, data, config, seed=seed, engine=engine or Engine(), checkpoint=checkpoint, resume=resume)
+        return encoder.eval()
+
+    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        return encoder_settings(cfg.get(self.section) or {})
+
+    def load(self, cfg: dict[str, Any]) -> Any:
+        from ownmark.families.classifier import Context
+
+        return Context.load(cfg["dataset"], cfg["split_seed"])  # the classifiers' split: probes need its labels
+
+    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
+        s = self.settings(cfg)
+        return NullSpec(self.clean_name(seed), self.name, s["arch"], seed, "owner", s["ssl"].get("method", "simclr"))
+
+    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+        return [NullSpec(f"enc-{a}-{m}-seed{s}" + ("-attacker-data" if split == "attacker" else ""), self.name, a, s,
+                         split, m) for a, m, s, split in self.settings(cfg)["nulls"]]  # fmt: skip
+
+    def calibration(self, cfg: dict[str, Any]) -> list[NullSpec]:
+        return calibration_nulls(cfg.get(self.section) or {})
+
+    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
+        return train_encoder(data, cfg.get(self.section) or {}, null.arch, null.method, null.seed, null.split, engine)
+
+    def adapted(self, name: str, model: nn.Module, data: Any, cfg: dict[str, Any], seed: int) -> dict[str, nn.Module]:
+        from ownmark.attacks.encoder_attacks import finetuned_variants
+
+        return finetuned_variants(name, model, data.splits.attacker, self.settings(cfg)["adapt_lrs"], seed=seed)
+
+    def prepare_key(self, scheme: Any, key: Any, data: Any, cfg: dict[str, Any], load: Any) -> Any:
+        """Calibrate the key's null margin on the calibration encoders, adapted at the null rows' rates
+        (the calibrated verdict needs it before any detect)."""
+        nulls = {n.name: load(n.name) for n in calibration_nulls(cfg.get(self.section) or {})}
+        lrs = tuple(self.settings(cfg)["adapt_lrs"])
+        return scheme.calibrate(key, nulls, probe=(data.splits.attacker, data.splits.test), adapt_lrs=lrs)
+
+
+FAMILIES.register("encoder")(Encoder())

@@ -1,0 +1,143 @@
+"""Image-to-image networks: images in, images out (deep output watermarking).
+
+Bench rows run on a bundled photo-patch task (owner, attacker and test pairs of
+:func:`ownmark.data.image2image.load_task`); utility is the SSIM of the model's outputs against
+the ground truth on the test pairs; the nulls are targets trained independently (other seeds,
+architectures, the attacker's pairs). Bench settings live under ``image2image`` in a matrix
+config (:data:`DEFAULTS`).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from torch import nn
+
+from ownmark.errors import ConfigError
+from ownmark.families.base import FAMILIES, Family, NullSpec
+
+DEFAULTS: dict[str, Any] = {
+    "task": "deblur",
+    "arch": "encdec",
+    "epochs": 10,  # the target's training epochs (the i2i bench's CPU preset)
+    "nulls": [["encdec", 301, "owner"], ["unet", 302, "owner"], ["resnet-i2i", 303, "attacker"]],
+}
+
+
+def i2i_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A matrix's ``image2image`` section over :data:`DEFAULTS`, checked."""
+    from ownmark.data.image2image import TASKS
+    from ownmark.models.image2image import I2I_MODELS
+
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} under `image2image`; known: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **raw}
+    TASKS.get(out["task"])
+    I2I_MODELS.get(out["arch"])
+    for entry in out["nulls"]:
+        if len(entry) != 3 or entry[2] not in ("owner", "attacker"):
+            raise ConfigError(f"each `image2image.nulls` entry is [arch, seed, owner|attacker], got {entry!r}")
+        I2I_MODELS.get(entry[0])
+    return out
+
+
+def train_i2i(splits: Any, raw: dict[str, Any], arch: str, seed: int, split: str) -> nn.Module:
+    """An image-to-image model of ``arch`` trained on the owner's or the attacker's pairs."""
+    from ownmark.train.image2image import I2ITrainConfig
+
+    config = I2ITrainConfig(epochs=int(i2i_settings(raw)["epochs"]))
+    return FAMILIES.get("image2image").fit(arch, getattr(splits, split), seed=seed, config=config)
+
+
+class Image2Image(Family):
+    """Image-to-image networks: ``encdec``, ``unet``, ``resnet-i2i``, ``conv3``; utility is output SSIM."""
+
+    name = "image2image"
+    description = "image-to-image networks: images in, images out (deep output watermarking)"
+    serve_kinds = ("images",)
+    utility_name = "output SSIM"
+    default_arch = "encdec"
+    default_dataset = "deblur"
+    utility_key = "test_ssim"
+    section = "image2image"
+    report_note = (
+        "For image-to-image schemes the accuracy is the SSIM (in percent) of the model's outputs against the "
+        "ground truth on the test pairs, and the verdict is the exact hypergeometric test of the bit string the "
+        "extractor decodes from the suspect's mean output against the secret balanced bits (the extractor never "
+        "saw them)."
+    )
+
+    def archs(self) -> list[str]:
+        from ownmark.models.image2image import I2I_MODELS
+
+        return I2I_MODELS.names()
+
+    def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
+        from ownmark.models.image2image import build_i2i
+
+        return build_i2i(arch, in_channels, out_dim, image_size)
+
+    def spec(self, arch: str, data: Any, out_dim: int | None = None):
+        from ownmark.models import ModelSpec
+
+        return ModelSpec(arch, data.x.shape[1], out_dim or data.y.shape[1], data.x.shape[-1], family=self.name)
+
+    def toy(self, seed: int = 0) -> tuple[nn.Module, Any]:
+        import torch
+
+        from ownmark.data.image2image import Pairs
+
+        g = torch.Generator().manual_seed(seed)
+        y = torch.rand(8, 3, 16, 16, generator=g)
+        data = Pairs("toy", (y + 0.1 * torch.randn(y.shape, generator=g)).clamp(0, 1), y)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.spec("conv3", data).build(), data
+
+    def utility(self, model: nn.Module, splits: Any) -> float:
+        from ownmark.train.image2image import predict
+        from ownmark.verify.metrics import ssim
+
+        return ssim(predict(model, splits.test.x), splits.test.y)
+
+    def load_splits(self, dataset: str, split_seed: int) -> Any:
+        """The pairs of a task (``denoise``, ``deblur``, ``colourise``) on the bundled photo patches."""
+        from ownmark.data.image2image import load_task
+
+        return load_task(dataset, split_seed=split_seed)
+
+    def train_config(self, overrides: dict[str, str]) -> Any:
+        from ownmark.train.image2image import I2ITrainConfig
+        from ownmark.watermarks import apply_overrides
+
+        return apply_overrides(I2ITrainConfig(), overrides)
+
+    def fit(self, arch: str, data: Any, *, seed: int, config: Any, engine: Any = None, checkpoint: Any = None,
+            resume: bool = False, out_dim: int | None = None) -> nn.Module:  # fmt: skip
+        """Train on the pairs ``data`` (the image-to-image trainer runs on the CPU; ``engine`` is not used yet)."""
+        from ownmark.train.image2image import fit_i2i, seeded
+
+        model = seeded(self.spec(arch, data, out_dim).build, seed)
+        fit_i2i(model, data.x, data.y, config, seed=seed, checkpoint=checkpoint, resume=resume)
+        return model.eval()
+
+    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
+        return i2i_settings(cfg.get(self.section) or {})
+
+    def load(self, cfg: dict[str, Any]) -> Any:
+        return SimpleNamespace(splits=self.load_splits(self.settings(cfg)["task"], cfg["split_seed"]))
+
+    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
+        return NullSpec(self.clean_name(seed), self.name, self.settings(cfg)["arch"], seed, "owner")
+
+    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+        return [NullSpec(f"i2i-{a}-seed{s}" + ("-attacker-data" if split == "attacker" else ""), self.name, a, s,
+                         split) for a, s, split in self.settings(cfg)["nulls"]]  # fmt: skip
+
+    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
+        return train_i2i(data.splits, cfg.get(self.section) or {}, null.arch, null.seed, null.split)
+
+
+FAMILIES.register("image2image")(Image2Image())
