@@ -22,39 +22,27 @@ from typing import Any
 
 from ownmark.errors import ConfigError
 
-UNIT_KINDS = ("families", "schemes", "attacks", "models", "encoders", "image2image", "datasets")
+_REGISTRIES = {  # kind -> (module, registry): imported on first use
+    "families": ("ownmark.families", "FAMILIES"),
+    "schemes": ("ownmark.watermarks", "WATERMARKS"),
+    "attacks": ("ownmark.attacks", "ATTACKS"),
+    "models": ("ownmark.models", "MODELS"),
+    "encoders": ("ownmark.models", "ENCODERS"),
+    "image2image": ("ownmark.models.image2image", "I2I_MODELS"),
+    "datasets": ("ownmark.data", "DATASETS"),
+}
+
+
+UNIT_KINDS = tuple(_REGISTRIES)
 
 
 def _registry(kind: str) -> Any:
-    if kind == "families":
-        from ownmark.families import FAMILIES
+    import importlib
 
-        return FAMILIES
-    if kind == "schemes":
-        from ownmark.watermarks import WATERMARKS
-
-        return WATERMARKS
-    if kind == "attacks":
-        from ownmark.attacks import ATTACKS
-
-        return ATTACKS
-    if kind == "models":
-        from ownmark.models import MODELS
-
-        return MODELS
-    if kind == "encoders":
-        from ownmark.models import ENCODERS
-
-        return ENCODERS
-    if kind == "image2image":
-        from ownmark.models.image2image import I2I_MODELS
-
-        return I2I_MODELS
-    if kind == "datasets":
-        from ownmark.data import DATASETS
-
-        return DATASETS
-    raise ConfigError(f"no kind of unit {kind!r}; known: {', '.join(UNIT_KINDS)}")
+    if kind not in _REGISTRIES:
+        raise ConfigError(f"no kind of unit {kind!r}; known: {', '.join(UNIT_KINDS)}")
+    module, name = _REGISTRIES[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 def list_units(kind: str) -> list[str]:

@@ -57,6 +57,14 @@ def _options(
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 Dataset = Annotated[str, typer.Option(help="mnist5k, digits, photos, folder:PATH or tv:NAME.")]
+AnyData = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="mnist5k, digits, photos, folder:PATH or tv:NAME; image-to-image: a task (denoise, deblur, colourise). "
+        "Default: the family's (mnist5k; deblur).",
+    ),
+]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
 Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
 Devices = Annotated[int, typer.Option(help="Devices per node.")]
@@ -187,7 +195,9 @@ def embed(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
-    arch: Annotated[str, typer.Option(help="Architecture of a bare state dict.")] = "cnn2",
+    arch: Annotated[
+        str | None, typer.Option(help="Architecture of a bare state dict (default: the family's: cnn2, conv4).")
+    ] = None,
     dataset: Dataset = "mnist5k",
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
@@ -202,62 +212,58 @@ def embed(
     """Embed a watermark into a copy of a model; save the marked model and the secret key."""
     _pin_threads(ctx, threads)
     _outputs((out, "--out", "folder"))
-    from ownmark.families.classifier import Context
+    from ownmark.families import FAMILIES
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import save_model
     from ownmark.models.injected import load_target
-    from ownmark.train import accuracy
     from ownmark.watermarks import WATERMARKS, resolve_config
 
     cls = WATERMARKS.get(scheme)
     config = resolve_config(cls, preset, _sets(sets))
-    if cls.family == "encoder":
-        from ownmark.cli_encoder import embed_encoder
-
-        engine = _engine(accelerator, devices, num_nodes)
-        return embed_encoder(Path(model), out, dataset, split_seed, seed, config, nulls, engine)
-    ctx = Context.load(dataset, split_seed)
+    family = FAMILIES.get(getattr(cls, "family", "classifier"))
+    splits = family.load_splits(dataset, split_seed)
+    engine = _engine(accelerator, devices, num_nodes)
     if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
-        clean = _load_fitting(model, ctx)
+        clean = _load_fitting(model, family, splits.owner, dataset)
     else:  # a bare state dict or an architecture name
-        clean = load_target(model, ctx.spec(arch), seed=seed)
-    marked, key = cls(config).embed(clean, ctx.splits.owner, seed=seed, engine=_engine(accelerator, devices, num_nodes))
+        clean = load_target(model, family.spec(arch or family.default_arch, splits.owner), seed=seed)
+    marked, key = cls(config).embed(clean, splits.owner, seed=seed, engine=engine)
+    key = family.after_embed(cls(config), key, clean, splits, nulls=nulls, engine=engine)
     save_model(out / "marked", marked, info={"scheme": scheme, "dataset": dataset, "split_seed": split_seed})
     digest = save_key(out / "key", key)
-    _save_config(out / "config.json", f"embed {scheme}", config, preset=preset, seed=seed, key_sha256=digest)
+    _save_config(out / "config.json", f"embed {scheme}", config, preset=preset, seed=seed, key_sha256=digest,
+                 nulls=nulls)  # fmt: skip
+    short = family.utility_short
+    tau = f"; null margin tau {key.meta['tau']:.4f}" if "tau" in key.meta else ""
     console.print(
-        f"{scheme}: clean acc {accuracy(clean, ctx.splits.test):.4f}, marked acc "
-        f"{accuracy(marked, ctx.splits.test):.4f}; key sha256 {digest} (publish it as a commitment)"
+        f"{scheme}: clean {short} {family.utility(clean, splits):.4f}, marked {short} "
+        f"{family.utility(marked, splits):.4f}{tau}; key sha256 {digest} (publish it as a commitment)"
     )
     if scheme == "ptynet":
         from ownmark.watermarks.ptynet import false_positive_rate
 
-        fpr = false_positive_rate(marked, ctx.splits.test.x)
+        fpr = false_positive_rate(marked, splits.test.x)
         console.print(f"proprietary model's false positives on clean test images: {fpr:.4f} (bounds the fidelity loss)")
 
 
-def _family(path: Path) -> str:
+def _family(path: Path) -> Any:
     """The model family an ownmark artefact's manifest names (classifier when it names none)."""
+    from ownmark.families import FAMILIES
     from ownmark.io import artefact_paths, load_json
 
     manifest = artefact_paths(path)[1]
     data = load_json(manifest) if manifest.is_file() else {}
     spec = data.get("spec") if isinstance(data, dict) else None
-    return spec.get("family", "classifier") if isinstance(spec, dict) else "classifier"
+    return FAMILIES.get(spec.get("family", "classifier") if isinstance(spec, dict) else "classifier")
 
 
-def _load_fitting(path: Any, ctx: Any) -> Any:
-    """Load an ownmark model and check that it takes the context's images and classes."""
-    from ownmark.errors import KeyMismatchError
+def _load_fitting(path: Any, family: Any, data: Any, source: str) -> Any:
+    """Load an ownmark model of ``family`` and check that it takes ``data`` (one split part)."""
     from ownmark.models import load_model
 
     model, _ = load_model(path)
-    spec, want = model.spec, ctx.spec("cnn2")
-    if spec.input_shape != want.input_shape or spec.num_classes != want.num_classes:
-        raise KeyMismatchError(
-            f"the model takes {spec.input_shape} images with {spec.num_classes} classes but {ctx.dataset} has "
-            f"{want.input_shape} with {want.num_classes}; pass the dataset the model was trained on"
-        )
+    family.require(model, f"`{source}`")
+    family.check_fits(model, data, source)
     return model
 
 
@@ -269,7 +275,7 @@ def attack(
     model: Annotated[Path | None, typer.Option(help="Victim model (or --target-url).")] = None,
     target_url: TargetUrl = None,
     token: Token = None,
-    dataset: Dataset = "mnist5k",
+    dataset: AnyData = None,
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
     preset: Preset = "default",
@@ -283,10 +289,8 @@ def attack(
     _pin_threads(ctx, threads)
     _outputs((out, "--out", "prefix"))
     from ownmark.attacks import ATTACKS
-    from ownmark.attacks.encoder_eval import describe_theft
-    from ownmark.families.classifier import Context
-    from ownmark.models import load_encoder, save_model
-    from ownmark.train import accuracy
+    from ownmark.families import FAMILIES
+    from ownmark.models import save_model
     from ownmark.watermarks import resolve_config
 
     cls = ATTACKS.get(name)
@@ -296,19 +300,15 @@ def attack(
             f"use `ownmark verify --transform {name} --set key=value`"
         )
     config = resolve_config(cls, preset, _sets(sets))
-    ctx = Context.load(dataset, split_seed)
-    # encoders (stolenencoder, enc-finetune, enc-ssl, or prune on an encoder): features in, probes out
-    encoder = getattr(cls, "applies_to", "any") == "encoder" or (model is not None and _family(model) == "encoder")
     if model and target_url:
         raise ConfigError("name one victim: --model PATH or --target-url URL, not both")
-    if model:
-        victim = load_encoder(model, ctx.splits.owner.shape) if encoder else _load_fitting(model, ctx)
-    else:
-        victim = _remote(target_url, token, cls)
-    attacked, cost = cls(config)(
-        victim, ctx.splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes)
-    )
-    acc = None if encoder else accuracy(attacked, ctx.splits.test)
+    # the family: the one the attack is made for, else the victim's (prune reaches every family)
+    applies = getattr(cls, "applies_to", "any")
+    family = FAMILIES.get(applies) if applies in FAMILIES else _family(model) if model else FAMILIES.get("classifier")
+    dataset = dataset or family.default_dataset
+    splits = family.load_splits(dataset, split_seed)
+    victim = _load_fitting(model, family, splits.owner, dataset) if model else _remote(target_url, token, cls)
+    attacked, cost = cls(config)(victim, splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes))
     save_model(
         out,
         attacked,
@@ -324,12 +324,7 @@ def attack(
         out.with_name(out.name.removesuffix(".safetensors") + ".config.json"), f"attack {name}", config,
         preset=preset, seed=seed,
     )  # fmt: skip
-    if encoder:
-        result = describe_theft(victim if model else None, attacked, ctx.splits.attacker, ctx.splits.test, seed=seed)
-        result = result.replace("stolen encoder", "attacked encoder") if name != "stolenencoder" else result
-    else:
-        before = f"{accuracy(victim, ctx.splits.test):.4f}" if model else f"n/a ({target_url})"
-        result = f"victim acc {before} -> attacked acc {acc:.4f}"
+    result = family.describe_attack(name, victim if model else None, attacked, splits, seed)
     console.print(
         f"{name}: {result}; cost {cost.epochs:g} epochs, {cost.seconds:.1f} s, {cost.queries} queries -> {out}"
     )
@@ -351,7 +346,11 @@ def verify(
     ] = None,
     sets: Sets = None,
     blackbox: Annotated[
-        bool, typer.Option(help="Encoder keys: the suspect is a downstream classifier (default: an encoder).")
+        bool,
+        typer.Option(
+            help="Schemes with a black-box test (AWEncoder): the suspect is a downstream model; chosen by itself "
+            "when the suspect is an ownmark model of another family than the key's."
+        ),
     ] = False,
     json_out: JsonOut = False,
     record: Record = None,
@@ -395,15 +394,13 @@ def verify(
         else:
             suspect = _remote(path, token)
         details: dict[str, Any] = {}
-        if scheme.family == "encoder":
-            from ownmark.cli_encoder import verify_suspect
-
-            evidence = verify_suspect(scheme, k, suspect, blackbox=blackbox)
-        elif sequential:
+        if sequential:
             evidence = None
             verdict = _sequential(scheme, suspect, k, cal.p0_for("binomial") if cal else None, alpha)
-        else:
-            evidence = scheme.detect(suspect, k)
+        else:  # white-box, or the scheme's black-box test of a downstream model (AWEncoder)
+            from ownmark.api import evidence as evidence_of
+
+            evidence = evidence_of(suspect, k, blackbox=blackbox or None)
         if evidence is not None:
             if cal is not None:
                 evidence = dataclasses.replace(evidence, p0=cal.p0_for(evidence.test))
@@ -650,8 +647,7 @@ def bench_validity(
     if report.errors:
         console.print(f"[red]{len(report.errors)} scheme(s) failed:[/] {report.errors}")
     if out is not None:
-        fam = PRESETS[chosen].family
-        name = "validity" if fam == "classifier" else f"validity-{fam}"
+        name = f"validity-{PRESETS[chosen].family}"
         update_section(out, name, section)
         console.print(f"{name} section -> {out}")
 

@@ -1,6 +1,5 @@
 """The encoder family on the command line: mark with AWEncoder, verify, probe, bench.
 
-``ownmark embed awencoder`` and ``ownmark verify`` with an AWEncoder key call the functions here;
 ``ownmark encoder probe`` and ``ownmark bench encoders`` are commands of their own. Pre-training is
 ``ownmark train --family encoder`` (:class:`ownmark.families.encoder.Encoder`).
 """
@@ -27,52 +26,6 @@ def _splits(dataset: str, split_seed: int) -> Any:
     from ownmark.families.classifier import Context
 
     return Context.load(dataset, split_seed).splits
-
-
-def embed_encoder(model: Path, out: Path, dataset: str, split_seed: int, seed: int, config: Any, nulls: int,
-                  engine: Any) -> None:  # fmt: skip
-    """Mark an encoder with AWEncoder, calibrate the key on ``nulls`` independent encoders, save both."""
-    import torch
-
-    from ownmark.io import save_key
-    from ownmark.models import ModelSpec, load_encoder, save_model
-    from ownmark.train.probe import linear_probe
-    from ownmark.train.ssl import pretrain
-    from ownmark.watermarks.awencoder import AWEncoder
-
-    if nulls < 5:
-        raise ConfigError(f"--nulls must be at least 5 (the margin needs them), got {nulls}")
-    splits = _splits(dataset, split_seed)
-    clean = load_encoder(model, splits.owner.shape)
-    scheme = AWEncoder(config)
-    marked, key = scheme.embed(clean, splits.owner, seed=seed, engine=engine)
-    spec = clean.spec
-    calib = {}
-    for i in range(nulls):  # the owner's own independent encoders: other seeds, same recipe
-        torch.manual_seed(10_000 + i)
-        enc = ModelSpec(spec.arch, spec.in_channels, spec.num_classes, spec.image_size, family="encoder").build()
-        pretrain(enc, splits.owner, config.ssl, seed=10_000 + i, engine=engine)
-        calib[f"null-{i}"] = enc
-    key = scheme.calibrate(key, calib, probe=(splits.attacker, splits.test))
-    save_model(out / "marked", marked, info={"scheme": "awencoder", "dataset": dataset, "split_seed": split_seed})
-    digest = save_key(out / "key", key)
-    from ownmark.cli import _save_config
-
-    _save_config(out / "config.json", "embed awencoder", config, seed=seed, key_sha256=digest, nulls=nulls)
-    probe = (splits.attacker, splits.test)
-    _console().print(
-        f"awencoder: clean probe {linear_probe(clean, *probe).accuracy:.4f}, marked probe "
-        f"{linear_probe(marked, *probe).accuracy:.4f}; null margin tau {key.meta['tau']:.4f}; "
-        f"key sha256 {digest} (publish it as a commitment)"
-    )
-
-
-def verify_suspect(scheme: Any, key: Any, suspect: Any, *, blackbox: bool) -> Any:
-    """White-box (an encoder module or feature API) or black-box (a classifier) AWEncoder evidence."""
-    family = getattr(getattr(suspect, "spec", None), "family", None)
-    if blackbox or family == "classifier":
-        return scheme.detect_blackbox(suspect, key)
-    return scheme.detect(suspect, key)
 
 
 @app.command()

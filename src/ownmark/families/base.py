@@ -55,6 +55,10 @@ class Family:
         report_note: what the bench report says of the family's utility and verdicts ("" for none).
         default_dataset: the data a command trains on when none is named (bundled, offline).
         utility_key: the manifest field ``ownmark train`` stores the utility under.
+        utility_short: the utility's name in one-line summaries.
+        outputs: what the output size counts (classes, features, channels).
+        outputs_fixed: whether the data fixes the output size (classes, channels), so a model with
+            another output size does not fit it (an encoder's feature dimension is free).
     """
 
     name: ClassVar[str]
@@ -66,6 +70,9 @@ class Family:
     report_note: ClassVar[str] = ""
     default_dataset: ClassVar[str] = "mnist5k"
     utility_key: ClassVar[str]
+    utility_short: ClassVar[str]
+    outputs_fixed: ClassVar[bool] = True
+    outputs: ClassVar[str] = "outputs"
 
     @property
     def default_kind(self) -> str:
@@ -106,6 +113,31 @@ class Family:
         family = getattr(spec, "family", None)
         if family is not None and family != self.name:
             raise ConfigError(f"{what} works on {self.name} models, got a {family} ({getattr(spec, 'arch', '?')})")
+
+    def check_fits(self, model: nn.Module, data: Any, source: str) -> None:
+        """Raise KeyMismatchError unless ``model`` (an ownmark model of this family) takes ``data``'s
+        images and gives its outputs; ``source`` names the data in the message."""
+        from ownmark.errors import KeyMismatchError
+
+        spec, want = model.spec, self.spec(model.spec.arch, data)
+        if spec.input_shape != want.input_shape or (self.outputs_fixed and spec.out_dim != want.out_dim):
+            raise KeyMismatchError(
+                f"the {self.name} takes {spec.input_shape} images with {spec.out_dim} {self.outputs} but {source} "
+                f"has {want.input_shape} with {want.out_dim}; pass the data the model was trained on"
+            )
+
+    def describe_attack(self, name: str, victim: nn.Module | None, attacked: nn.Module, splits: Any,
+                        seed: int) -> str:  # fmt: skip
+        """One line for ``ownmark attack``: the victim's utility (when its weights are at hand) and the
+        attacked model's."""
+        before = f"{self.utility(victim, splits):.4f}" if victim is not None else "n/a (served)"
+        return (f"victim {self.utility_short} {before} -> attacked {self.utility_short} "
+                f"{self.utility(attacked, splits):.4f}")  # fmt: skip
+
+    def after_embed(self, scheme: Any, key: Key, clean: nn.Module, splits: Any, *, nulls: int, engine: Any) -> Key:
+        """The key as saved by ``ownmark embed``, after any step its verdicts need first (encoders:
+        the null margin, set on ``nulls`` encoders trained here). The key as embedded by default."""
+        return key
 
     # -- training from the command line and the API ------------------------------------------
     def load_splits(self, dataset: str, split_seed: int) -> Any:

@@ -96,6 +96,8 @@ class Classifier(Family):
     utility_name = "test accuracy"
     default_arch = "cnn2"
     utility_key = "test_accuracy"
+    utility_short = "acc"
+    outputs = "classes"
 
     def archs(self) -> list[str]:
         from ownmark.models import MODELS

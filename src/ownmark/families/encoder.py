@@ -81,6 +81,9 @@ class Encoder(Family):
     utility_name = "linear-probe accuracy"
     default_arch = "conv4"
     utility_key = "probe_accuracy"
+    utility_short = "probe"
+    outputs = "features"
+    outputs_fixed = False
     section = "encoder"
     report_note = (
         "For encoder schemes the accuracy is the linear-probe accuracy of the encoder's frozen features (a linear "
@@ -139,6 +142,28 @@ class Encoder(Family):
             encoder = self.spec(arch, data, out_dim).build()
         pretrain(encoder, data, config, seed=seed, engine=engine or Engine(), checkpoint=checkpoint, resume=resume)
         return encoder.eval()
+
+    def describe_attack(self, name: str, victim: nn.Module | None, attacked: nn.Module, splits: Any,
+                        seed: int) -> str:  # fmt: skip
+        """Downstream probes (full / 10-shot) of the victim and the attacked encoder, and their feature CKA."""
+        from ownmark.attacks.encoder_eval import describe_theft
+
+        text = describe_theft(victim, attacked, splits.attacker, splits.test, seed=seed)
+        return text if name == "stolenencoder" else text.replace("stolen encoder", "attacked encoder")
+
+    def after_embed(self, scheme: Any, key: Any, clean: nn.Module, splits: Any, *, nulls: int, engine: Any) -> Any:
+        """Calibrate the key's null margin on ``nulls`` (>= 5) encoders of the clean one's architecture,
+        pre-trained here on the owner's split with the scheme's SSL recipe and seeds 10,000 + i."""
+        if nulls < 5:
+            raise ConfigError(f"--nulls must be at least 5 (the margin needs them), got {nulls}")
+        spec = clean.spec
+        calib = {
+            f"null-{i}": self.fit(
+                spec.arch, splits.owner, seed=10_000 + i, config=scheme.config.ssl, engine=engine, out_dim=spec.out_dim
+            )  # fmt: skip
+            for i in range(nulls)
+        }
+        return scheme.calibrate(key, calib, probe=(splits.attacker, splits.test))
 
     def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
         return encoder_settings(cfg.get(self.section) or {})

@@ -61,6 +61,8 @@ class Image2Image(Family):
     default_arch = "encdec"
     default_dataset = "deblur"
     utility_key = "test_ssim"
+    utility_short = "SSIM"
+    outputs = "channels"
     section = "image2image"
     report_note = (
         "For image-to-image schemes the accuracy is the SSIM (in percent) of the model's outputs against the "
