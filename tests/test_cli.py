@@ -422,7 +422,8 @@ def test_cuda_without_a_gpu_is_refused_before_work(monkeypatch, capsys, tmp_path
      (("train", "--out", "m", "--seed", str(2**70)), "Invalid value for '--seed'"),
      (("train", "--out", "m", "--seed", "-1"), "Invalid value for '--seed'"),
      (("serve", "m", "--port", "70000"), "Invalid value for '--port'"),
-     (("encoder", "probe", "--model", "m", "--shots", "-1"), "Invalid value for '--shots'")],
+     (("evaluate", "--model", "m", "--shots", "-1"), "Invalid value for '--shots'"),
+     (("i2i", "train"), "No such command 'i2i'")],
 )  # fmt: skip
 def test_usage_error_exits_2_without_traceback(monkeypatch, capsys, args: tuple[str, ...], expected: str) -> None:
     code, err = run_main(monkeypatch, capsys, *args)

@@ -37,7 +37,10 @@ def test_train_probe_embed_verify_an_encoder(tmp_path) -> None:
         "train", "--family", "encoder", "--dataset", "digits", "--dim", "32", "--out", enc, "--set", "epochs=3"
     )
     assert "linear-probe accuracy" in out and enc.with_suffix(".safetensors").is_file()
-    assert "5 labels per class" in invoke("encoder", "probe", "--model", enc, "--dataset", "digits", "--shots", "5")
+    out = invoke("evaluate", "--model", enc, "--dataset", "digits", "--shots", "5")
+    assert "5 labels per class" in out and "linear-probe" in out and "knn" in out
+    out = invoke("evaluate", "--model", enc, "--dataset", "mnist5k", "--metric", "linear-probe")  # 28 px: resized
+    assert float(out.rsplit("linear-probe ", 1)[1].split()[0]) > 0.5
     marked = tmp_path / "marked"
     out = invoke("embed", "awencoder", "--model", enc, "--dataset", "digits", "--out", marked,
                  "--set", "trigger=secret", "--set", "n_verify=100", "--set", "epochs=3",
@@ -61,4 +64,9 @@ def test_encoder_commands_refuse_bad_input(monkeypatch, capsys, tmp_path) -> Non
     assert "no encoder bench preset" in fail(monkeypatch, capsys, "bench", "encoders", "--preset", "nope")
     cls = tmp_path / "cls"
     invoke("train", "--dataset", "digits", "--arch", "cnn2", "--out", cls, "--set", "epochs=1")
-    assert "not an encoder" in fail(monkeypatch, capsys, "encoder", "probe", "--model", cls)
+    assert "metric linear-probe measures encoder models, not a classifier" in fail(
+        monkeypatch, capsys, "evaluate", "--model", cls, "--dataset", "digits", "--metric", "linear-probe"
+    )
+    assert "compares two models; name the other with --reference" in fail(
+        monkeypatch, capsys, "evaluate", "--model", cls, "--dataset", "digits", "--metric", "agreement"
+    )

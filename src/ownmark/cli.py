@@ -18,16 +18,11 @@ from ownmark.cli_common import JsonOut, Record, Seed, Sets, SplitSeed, Threads
 from ownmark.cli_common import check_outputs as _outputs
 from ownmark.cli_common import parse_sets as _sets
 from ownmark.cli_common import pin_threads as _pin_threads
-from ownmark.cli_i2i import app as i2i_app
 from ownmark.errors import ConfigError, OwnmarkError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Embed, attack and verify DNN watermarks.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks.")
 app.add_typer(bench_app, name="bench")
-from ownmark.cli_encoder import app as encoder_app  # noqa: E402  (the encoder family's own commands)
-
-app.add_typer(encoder_app, name="encoder")
-app.add_typer(i2i_app, name="i2i")
 
 
 def _version(value: bool) -> None:
@@ -93,19 +88,23 @@ def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
 def list_(
     what: Annotated[
         str,
-        typer.Argument(help="families, schemes, attacks, models, encoders, image2image, defenses, datasets or presets"),
+        typer.Argument(
+            help="families, metrics, schemes, attacks, models, encoders, image2image, defenses, datasets or presets"
+        ),
     ] = "all",
 ) -> None:
     """List what ownmark knows by name."""
     from ownmark.attacks import ATTACKS
     from ownmark.data import DATASETS
     from ownmark.families import FAMILIES
+    from ownmark.metrics import METRICS
     from ownmark.models import ENCODERS, MODELS
     from ownmark.models.image2image import I2I_MODELS
     from ownmark.watermarks import WATERMARKS
 
     groups = {
         "families": FAMILIES.names(),
+        "metrics": METRICS.names(),
         "schemes": WATERMARKS.names(),
         "attacks": ATTACKS.names(),
         "models": [*MODELS.names(), "tv:NAME", "timm:NAME"],
@@ -198,7 +197,7 @@ def embed(
     arch: Annotated[
         str | None, typer.Option(help="Architecture of a bare state dict (default: the family's: cnn2, conv4).")
     ] = None,
-    dataset: Dataset = "mnist5k",
+    dataset: AnyData = None,
     split_seed: SplitSeed = 0,
     seed: Seed = 0,
     preset: Preset = "default",
@@ -221,6 +220,7 @@ def embed(
     cls = WATERMARKS.get(scheme)
     config = resolve_config(cls, preset, _sets(sets))
     family = FAMILIES.get(getattr(cls, "family", "classifier"))
+    dataset = dataset or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     engine = _engine(accelerator, devices, num_nodes)
     if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
@@ -235,9 +235,11 @@ def embed(
                  nulls=nulls)  # fmt: skip
     short = family.utility_short
     tau = f"; null margin tau {key.meta['tau']:.4f}" if "tau" in key.meta else ""
+    note = family.embed_note(clean, marked, splits)
     console.print(
         f"{scheme}: clean {short} {family.utility(clean, splits):.4f}, marked {short} "
-        f"{family.utility(marked, splits):.4f}{tau}; key sha256 {digest} (publish it as a commitment)"
+        f"{family.utility(marked, splits):.4f}{tau}{'; ' + note if note else ''}; key sha256 {digest} (publish it "
+        "as a commitment)"
     )
     if scheme == "ptynet":
         from ownmark.watermarks.ptynet import false_positive_rate
@@ -309,6 +311,9 @@ def attack(
     splits = family.load_splits(dataset, split_seed)
     victim = _load_fitting(model, family, splits.owner, dataset) if model else _remote(target_url, token, cls)
     attacked, cost = cls(config)(victim, splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes))
+    if hasattr(attacked, "perturb"):  # an output perturbation acts at query time: the weights stay the victim's
+        console.print(f"{name} changes outputs at query time only; the victim's weights are saved unchanged")
+        attacked = attacked.model
     save_model(
         out,
         attacked,
@@ -418,6 +423,7 @@ def verify(
             typer.echo(to_json_line(r))
         return
     _verdict_table(rows)
+    _controls_table(records)
     if record is not None:
         console.print(f"verdict records -> {record}")
 
@@ -467,6 +473,20 @@ def _sequential(scheme: Any, suspect: Any, key: Any, p0: float | None, alpha: fl
     return sequential_verify(lambda i: bool(oracle(xv[i : i + 1])[0] == yv[i]), len(xv), p, alpha)
 
 
+def _controls_table(records: list[dict[str, Any]]) -> None:
+    """The key's negative controls, where the scheme reports them (deep output watermarking): what the
+    extractor reads from inputs, clean outputs and a surrogate trained on clean pairs."""
+    controls = next((r["details"]["controls"] for r in records if "controls" in (r.get("details") or {})), None)
+    if not controls:
+        return
+    table = Table("negative control", "centred NC", "success", "bit acc", "p-value")
+    for name, c in controls.items():
+        bits = f"{c['bit_accuracy']:.3f}" if "bit_accuracy" in c else "-"
+        p = f"{c['bit_p_value']:.2e}" if "bit_p_value" in c else "-"
+        table.add_row(name.replace("_", " "), f"{c['centred_nc']:.3f}", f"{c['success']:.1%}", bits, p)
+    console.print(table)
+
+
 def _verdict_table(rows: list[tuple[str, Any]]) -> None:
     table = Table("suspect", "statistic", "p0", "p-value", "decision", "queries", "test")
     for name, v in rows:
@@ -483,6 +503,70 @@ def _verdict_table(rows: list[tuple[str, Any]]) -> None:
         )
     console.print(table)
     console.print(f"alpha = {rows[0][1].alpha}; null hypothesis: {rows[0][1].null_hypothesis}")
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    model: Annotated[Path, typer.Option(help="A model of any family (an ownmark artefact).")],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Metric (repeatable; see `ownmark list metrics`). Default: the family's (accuracy; "
+            "linear-probe and knn; ssim and psnr)."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="The other model of a comparison metric (agreement, cka).")
+    ] = None,
+    dataset: AnyData = None,
+    split_seed: SplitSeed = 0,
+    seed: Seed = 0,
+    shots: Annotated[int | None, typer.Option(help="Labels per class for a few-shot linear probe.", min=1)] = None,
+    json_out: JsonOut = False,
+    threads: Threads = 1,
+) -> None:
+    """Measure a model of any family: accuracy, linear probe, k-NN, SSIM, PSNR, or agreement / CKA with a copy."""
+    _pin_threads(ctx, threads)
+    import json
+
+    from ownmark.families import family_of
+    from ownmark.metrics import METRICS
+    from ownmark.models import load_model
+
+    suspect, _ = load_model(model)
+    family = family_of(suspect)
+    dataset = dataset or family.default_dataset
+    splits = _fitted_splits(family, suspect, family.load_splits(dataset, split_seed), dataset)
+    other = load_model(reference)[0] if reference is not None else None
+    results = {}
+    for name in metric or family.metrics:
+        results[name] = METRICS.get(name)(suspect, splits, reference=other, seed=seed, shots=shots)
+    if json_out:
+        typer.echo(json.dumps({"model": str(model), "family": family.name, "dataset": dataset, **results}))
+        return
+    few = f", {shots} labels per class" if shots else ""
+    console.print(
+        f"{model} ({family.name}) on {dataset}{few}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
+    )
+
+
+def _fitted_splits(family: Any, model: Any, splits: Any, source: str) -> Any:
+    """``splits`` as ``model`` takes them: an encoder's free output size lets it be probed on any labelled
+    images, converted to its input shape; other families must fit the data as it is."""
+    from types import SimpleNamespace
+
+    from ownmark.data import ImageSet, to_image_shape
+
+    shape = tuple(model.spec.input_shape)
+    if family.outputs_fixed or splits.test.shape == shape:
+        family.check_fits(model, splits.test, source)
+        return splits
+
+    def fit(d: ImageSet) -> ImageSet:
+        return ImageSet(d.name, to_image_shape(d.x, shape), d.y, d.num_classes)
+
+    return SimpleNamespace(owner=fit(splits.owner), attacker=fit(splits.attacker), test=fit(splits.test))
 
 
 @app.command()
@@ -681,9 +765,33 @@ def bench_encoders(
 ) -> None:
     """AWEncoder embedded, attacked and verified beside independent null encoders (white- and black-box)."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
-    from ownmark.cli_encoder import bench
+    from ownmark.bench.encoders import PRESETS, run_encoder_bench
 
-    bench(preset, out or Path("runs") / "bench" / preset, benchmarks)
+    if preset not in PRESETS:
+        raise ConfigError(f"no encoder bench preset {preset!r}; known: {', '.join(PRESETS)}")
+    out = out or Path("runs") / "bench" / preset
+    run_encoder_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"), benchmarks=benchmarks)
+    console.print(f"report written to {out / 'report.md'}")
+
+
+@bench_app.command("image2image")
+def bench_image2image(
+    preset: Annotated[
+        str, typer.Option(help="image2image (this CPU, ~10 min), smoke (seconds) or paper (GPU).")
+    ] = "image2image",
+    out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
+    benchmarks: Annotated[Path | None, typer.Option(help="BENCHMARKS.md to write the section into.")] = None,
+) -> None:
+    """Deep output watermarking in depth: fidelity, extraction, surrogate matrix, controls, latency."""
+    _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
+    from ownmark.bench.image2image import PRESETS, run_bench
+    from ownmark.errors import UnknownNameError
+
+    if preset not in PRESETS:
+        raise UnknownNameError(f"no image2image bench preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    out = out or Path("runs") / "bench" / "image2image"
+    results = run_bench(PRESETS[preset], out, benchmarks=benchmarks, say=lambda m: console.print(f"[dim]{m}[/]"))
+    console.print(f"results in {out / 'results.json'}, report in {out / 'report.md'} ({results['minutes']:.1f} min)")
 
 
 @bench_app.command("perf")

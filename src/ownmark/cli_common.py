@@ -1,7 +1,6 @@
-"""What every ``ownmark`` command group shares: option types and the checks run before any work.
+"""What every ``ownmark`` command shares: option types and the checks run before any work.
 
-Kept apart from :mod:`ownmark.cli` so the family command groups (``cli_i2i``, ``cli_encoder``), which
-``cli`` imports, can use them without importing ``cli`` back. Imports nothing heavy (no torch at import).
+Imports nothing heavy (no torch at import), so ``--help`` stays fast.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The image2image bench (smoke preset) and the ``ownmark i2i`` commands, on real tiny runs."""
+"""The image2image bench (smoke preset) and the image-to-image family through the one CLI, on real tiny runs."""
 
 from __future__ import annotations
 
@@ -37,18 +37,22 @@ def test_smoke_bench_writes_results_report_figures_and_section(tmp_path: Path, o
 def invoke(*args: object):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "console", Console(width=200, color_system=None))
-        result = RUNNER.invoke(cli.app, ["i2i", *map(str, args)])
+        result = RUNNER.invoke(cli.app, list(map(str, args)))
     assert result.exit_code == 0, f"{args}: {result.output}\n{result.exception!r}"
     return result.output
 
 
 @pytest.mark.slow
 def test_cli_train_embed_attack_verify(tmp_path: Path, one_thread) -> None:
-    invoke("train", "--out", tmp_path / "clean", "--arch", "conv3", "--set", "epochs=1")
-    out = invoke("embed", "--model", tmp_path / "clean", "--out", tmp_path / "wm", *TINY)
-    assert "PSNR" in out and (tmp_path / "wm" / "key.safetensors").is_file()
+    invoke("train", "--family", "image2image", "--out", tmp_path / "clean", "--arch", "conv3", "--set", "epochs=1")
+    out = invoke("embed", "deepwm", "--model", tmp_path / "clean", "--out", tmp_path / "wm", *TINY)
+    assert "PSNR" in out and "clean SSIM" in out and (tmp_path / "wm" / "key.safetensors").is_file()
     invoke("attack", "surrogate", "--model", tmp_path / "wm" / "marked", "--out", tmp_path / "stolen",
            "--set", "arch=conv3", "--set", "epochs=1")  # fmt: skip
+    out = invoke("attack", "output-noise", "--model", tmp_path / "wm" / "marked", "--out", tmp_path / "noisy")
+    assert "changes outputs at query time only" in out
+    out = invoke("evaluate", "--model", tmp_path / "stolen", "--json")
+    assert set(json.loads(out)) >= {"ssim", "psnr"} and json.loads(out)["family"] == "image2image"
     out = invoke(
         "verify", "--model", tmp_path / "stolen", "--model", tmp_path / "clean", "--key", tmp_path / "wm" / "key"
     )
@@ -62,7 +66,7 @@ def test_cli_train_embed_attack_verify(tmp_path: Path, one_thread) -> None:
 
 
 def test_user_errors_are_one_red_line(monkeypatch, capsys) -> None:
-    monkeypatch.setattr(sys, "argv", ["ownmark", "i2i", "bench", "--preset", "nope"])
+    monkeypatch.setattr(sys, "argv", ["ownmark", "bench", "image2image", "--preset", "nope"])
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     with pytest.raises(SystemExit) as stop:
         cli.main()

@@ -283,7 +283,7 @@ def render(results: dict[str, Any], *, benchmarks_md: bool = False) -> str:
     lines = [
         "## Image-to-image: deep output watermarking" if benchmarks_md else "# Image-to-image bench",
         "",
-        f"Written by `ownmark i2i bench --preset {results['preset']}` in {results['minutes']:.1f} min. "
+        f"Written by `ownmark bench image2image --preset {results['preset']}` in {results['minutes']:.1f} min. "
         f"Machine: {results['machine']}. Task `{results['task']}`, target `{results['target']}`, 32x32 photo patches.",
         "",
         "| form | PSNR b' vs b (goal >= 30) | SSIM (goal >= 0.95) |",

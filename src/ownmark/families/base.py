@@ -56,6 +56,8 @@ class Family:
         default_dataset: the data a command trains on when none is named (bundled, offline).
         utility_key: the manifest field ``ownmark train`` stores the utility under.
         utility_short: the utility's name in one-line summaries.
+        utility_metric: the registered metric that is the utility; ``metrics``: what ``ownmark evaluate``
+            reports by default.
         outputs: what the output size counts (classes, features, channels).
         outputs_fixed: whether the data fixes the output size (classes, channels), so a model with
             another output size does not fit it (an encoder's feature dimension is free).
@@ -70,6 +72,8 @@ class Family:
     report_note: ClassVar[str] = ""
     default_dataset: ClassVar[str] = "mnist5k"
     utility_key: ClassVar[str]
+    utility_metric: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
     utility_short: ClassVar[str]
     outputs_fixed: ClassVar[bool] = True
     outputs: ClassVar[str] = "outputs"
@@ -101,8 +105,11 @@ class Family:
         raise NotImplementedError
 
     def utility(self, model: nn.Module, splits: Any) -> float:
-        """The model's utility on a split's test part (higher is better), as :attr:`utility_name` says."""
-        raise NotImplementedError
+        """The model's utility on a split's test part (higher is better): the metric
+        :attr:`utility_metric` of :mod:`ownmark.metrics`, as :attr:`utility_name` says."""
+        from ownmark.metrics import METRICS
+
+        return METRICS.get(self.utility_metric)(model, splits)
 
     def require(self, model: Any, what: str) -> None:
         """Raise ConfigError unless ``model`` (an ownmark model) belongs to this family; foreign
@@ -125,6 +132,10 @@ class Family:
                 f"the {self.name} takes {spec.input_shape} images with {spec.out_dim} {self.outputs} but {source} "
                 f"has {want.input_shape} with {want.out_dim}; pass the data the model was trained on"
             )
+
+    def embed_note(self, clean: nn.Module, marked: nn.Module, splits: Any) -> str:
+        """What ``ownmark embed`` says beyond utility (image-to-image: marked vs clean outputs)."""
+        return ""
 
     def describe_attack(self, name: str, victim: nn.Module | None, attacked: nn.Module, splits: Any,
                         seed: int) -> str:  # fmt: skip

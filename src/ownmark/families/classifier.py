@@ -96,6 +96,8 @@ class Classifier(Family):
     utility_name = "test accuracy"
     default_arch = "cnn2"
     utility_key = "test_accuracy"
+    utility_metric = "accuracy"
+    metrics = ("accuracy",)
     utility_short = "acc"
     outputs = "classes"
 
@@ -124,11 +126,6 @@ class Classifier(Family):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.spec("cnn2", data).build(), data
-
-    def utility(self, model: nn.Module, splits: Any) -> float:
-        from ownmark.train import accuracy
-
-        return accuracy(model, splits.test)
 
     def train_config(self, overrides: dict[str, str]) -> TrainConfig:
         return _training(overrides)

@@ -81,6 +81,8 @@ class Encoder(Family):
     utility_name = "linear-probe accuracy"
     default_arch = "conv4"
     utility_key = "probe_accuracy"
+    utility_metric = "linear-probe"
+    metrics = ("linear-probe", "knn")
     utility_short = "probe"
     outputs = "features"
     outputs_fixed = False
@@ -117,11 +119,6 @@ class Encoder(Family):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.spec("conv4", data, 16).build(), data
-
-    def utility(self, model: nn.Module, splits: Any) -> float:
-        from ownmark.train.probe import linear_probe
-
-        return linear_probe(model, splits.attacker, splits.test, seed=0).accuracy
 
     def train_config(self, overrides: dict[str, str]) -> Any:
         from ownmark.train.ssl import SSLConfig

@@ -61,6 +61,8 @@ class Image2Image(Family):
     default_arch = "encdec"
     default_dataset = "deblur"
     utility_key = "test_ssim"
+    utility_metric = "ssim"
+    metrics = ("ssim", "psnr")
     utility_short = "SSIM"
     outputs = "channels"
     section = "image2image"
@@ -98,12 +100,6 @@ class Image2Image(Family):
             torch.manual_seed(seed)
             return self.spec("conv3", data).build(), data
 
-    def utility(self, model: nn.Module, splits: Any) -> float:
-        from ownmark.train.image2image import predict
-        from ownmark.verify.metrics import ssim
-
-        return ssim(predict(model, splits.test.x), splits.test.y)
-
     def load_splits(self, dataset: str, split_seed: int) -> Any:
         """The pairs of a task (``denoise``, ``deblur``, ``colourise``) on the bundled photo patches."""
         from ownmark.data.image2image import load_task
@@ -124,6 +120,14 @@ class Image2Image(Family):
         model = seeded(self.spec(arch, data, out_dim).build, seed)
         fit_i2i(model, data.x, data.y, config, seed=seed, checkpoint=checkpoint, resume=resume)
         return model.eval()
+
+    def embed_note(self, clean: nn.Module, marked: nn.Module, splits: Any) -> str:
+        """PSNR and SSIM of the marked model's outputs against the clean model's, on the test inputs."""
+        from ownmark.train.image2image import predict
+        from ownmark.verify.metrics import psnr, ssim
+
+        b, bp = predict(clean, splits.test.x), predict(marked, splits.test.x)
+        return f"PSNR {psnr(bp, b):.2f} dB, SSIM {ssim(bp, b):.4f} (marked vs clean outputs, test split)"
 
     def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
         return i2i_settings(cfg.get(self.section) or {})
