@@ -40,8 +40,20 @@ def _options(
     ] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (-vv: debug).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only (results still print).")] = False,
+    trust_arch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust-arch",
+            help="Allow models whose architecture is user code pkg.module:factory to be built (repeatable; loading "
+            "one imports and runs that code). Also OWNMARK_TRUSTED_ARCH.",
+        ),
+    ] = None,
 ) -> None:
     """Embed, attack and verify DNN watermarks."""
+    for arch in trust_arch or []:
+        from ownmark.models.user import trust
+
+        trust(arch)
     if quiet and verbose:
         raise typer.BadParameter("give -q or -v, not both", param_hint="-q/-v")
     if quiet or verbose:  # otherwise the level main() set (WARNING) stands
@@ -127,7 +139,10 @@ def train(
     out: Annotated[Path, typer.Option(help="Where to save the model (NAME.safetensors + NAME.json).")],
     arch: Annotated[
         str | None,
-        typer.Option(help="Architecture (see `ownmark list models`); default the family's: cnn2, conv4, encdec."),
+        typer.Option(
+            help="Architecture (see `ownmark list models`), or your own as pkg.module:factory; default the family's: "
+            "cnn2, conv4, encdec."
+        ),
     ] = None,
     dataset: Annotated[
         str | None,
@@ -167,6 +182,7 @@ def train(
         raise ConfigError(f"--split must be owner or attacker, got {split!r}")
     fam = FAMILIES.get(family)
     arch = arch or fam.default_arch
+    _trust_named(arch)
     dataset = dataset or fam.default_dataset
     config = fam.train_config(_sets(sets))
     splits = fam.load_splits(dataset, split_seed)
@@ -195,7 +211,11 @@ def embed(
     ],
     out: Annotated[Path, typer.Option(help="Folder for marked.*, key.* and config.json.")],
     arch: Annotated[
-        str | None, typer.Option(help="Architecture of a bare state dict (default: the family's: cnn2, conv4).")
+        str | None,
+        typer.Option(
+            help="Architecture of a bare state dict (default: the family's: cnn2, conv4), or your own as "
+            "pkg.module:factory (factory(in_channels, num_classes, image_size) -> nn.Module)."
+        ),
     ] = None,
     dataset: AnyData = None,
     split_seed: SplitSeed = 0,
@@ -220,6 +240,7 @@ def embed(
     cls = WATERMARKS.get(scheme)
     config = resolve_config(cls, preset, _sets(sets))
     family = FAMILIES.get(getattr(cls, "family", "classifier"))
+    _trust_named(arch)
     dataset = dataset or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     engine = _engine(accelerator, devices, num_nodes)
@@ -246,6 +267,14 @@ def embed(
 
         fpr = false_positive_rate(marked, splits.test.x)
         console.print(f"proprietary model's false positives on clean test images: {fpr:.4f} (bounds the fidelity loss)")
+
+
+def _trust_named(arch: str | None) -> None:
+    """An architecture the user names with --arch is code they chose to run: trusted for this command."""
+    from ownmark.models.user import is_user_arch, trust
+
+    if arch and is_user_arch(arch):
+        trust(arch)
 
 
 def _family(path: Path) -> Any:

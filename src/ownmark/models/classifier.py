@@ -139,13 +139,18 @@ def cifar_stem(model: nn.Module, name: str) -> nn.Module:
 
 
 def build_classifier(name: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build an untrained classifier; ``tv:``/``timm:`` prefixes select real architectures.
+    """Build an untrained classifier; ``tv:``/``timm:`` prefixes select real architectures and
+    ``pkg.module:factory`` a user's own (:mod:`ownmark.models.user`).
 
     Example:
         >>> m = build_classifier("cnn2", 1, 10, 28)
         >>> m(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
+    from ownmark.models.user import build_user, is_user_arch
+
+    if is_user_arch(name):  # pkg.module:factory, a user's own architecture
+        return build_user(name, in_channels, num_classes, image_size)
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
     if name.startswith(("tv:", "timm:")) and name.endswith(":cifar"):

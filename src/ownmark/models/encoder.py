@@ -53,7 +53,9 @@ def build_encoder(name: str, in_channels: int, dim: int, image_size: int) -> nn.
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ConfigError(f"an encoder's feature dimension must be a positive int, got {dim!r}")
-    if name.startswith(("tv:", "timm:")):
+    from ownmark.models.user import is_user_arch
+
+    if name.startswith(("tv:", "timm:")) or is_user_arch(name):  # real backbones, or pkg.module:factory
         return build_classifier(name, in_channels, dim, image_size)
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
