@@ -126,7 +126,9 @@ def test_list_prints_every_group() -> None:
         assert line is not None and name in line, out
     from ownmark.attacks import ATTACKS
 
-    assert invoke("list", "attacks").stdout.strip() == f"attacks: {', '.join(ATTACKS.names())}"
+    lines = invoke("list", "attacks").stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == ATTACKS.names()  # one line per attack, with its description
+    assert "FTAL: fine-tune all layers" in next(line for line in lines if line.startswith("ftal "))
 
 
 def test_train_writes_weights_manifest_and_config(art: Artefacts) -> None:

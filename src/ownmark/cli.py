@@ -105,32 +105,21 @@ def list_(
         ),
     ] = "all",
 ) -> None:
-    """List what ownmark knows by name."""
-    from ownmark.attacks import ATTACKS
-    from ownmark.data import DATASETS
-    from ownmark.families import FAMILIES
-    from ownmark.metrics import METRICS
-    from ownmark.models import ENCODERS, MODELS
-    from ownmark.models.image2image import I2I_MODELS
-    from ownmark.watermarks import WATERMARKS
+    """List what ownmark knows by name (one kind: with a line on each)."""
+    from ownmark.catalog import load
 
-    groups = {
-        "families": FAMILIES.names(),
-        "metrics": METRICS.names(),
-        "schemes": WATERMARKS.names(),
-        "attacks": ATTACKS.names(),
-        "models": [*MODELS.names(), "tv:NAME", "timm:NAME"],
-        "encoders": [*ENCODERS.names(), "tv:NAME", "timm:NAME"],
-        "image2image": I2I_MODELS.names(),
-        "defenses": ["none", "noise:STD[:abs]", "round:DECIMALS", "topk:K"],
-        "datasets": [*DATASETS.names(), "folder:PATH", "tv:NAME"],
-        "presets": [f"{s}:{p}" for s in WATERMARKS.names() for p in ["default", *WATERMARKS.get(s).presets]],
-    }
+    groups = load()
+    order = ["families", "metrics", "schemes", "attacks", "models", "encoders", "image2image", "defenses",
+             "datasets", "presets"]  # fmt: skip
     if what != "all" and what not in groups:
-        raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(groups)} or all")
-    for name, items in groups.items():
-        if what in ("all", name):
-            console.print(f"[bold]{name}[/]: {', '.join(items)}", soft_wrap=True)
+        raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(order)} or all")
+    if what == "all":
+        for name in order:
+            console.print(f"[bold]{name}[/]: {', '.join(groups[name])}", soft_wrap=True)
+        return
+    width = max(map(len, groups[what]))
+    for name, line in groups[what].items():
+        console.print(f"{name:<{width}}  {line}", soft_wrap=True, markup=False)
 
 
 @app.command()
