@@ -94,7 +94,7 @@ class Image2Image(Family):
         from ownmark.data.image2image import Pairs
 
         g = torch.Generator().manual_seed(seed)
-        y = torch.rand(8, 3, 16, 16, generator=g)
+        y = torch.rand(32, 3, 16, 16, generator=g)
         data = Pairs("toy", (y + 0.1 * torch.randn(y.shape, generator=g)).clamp(0, 1), y)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
