@@ -66,8 +66,10 @@ def load_encoder(path: str | Path, input_shape: tuple[int, ...] | None = None) -
     """An ownmark encoder artefact, refused with one line if it is another family or, given
     ``input_shape`` (C, H, W), takes other images."""
     model, _ = load_model(path)
+    from ownmark.families import FAMILIES, family_of
+
     spec = model.spec
-    if spec.family != "encoder":
+    if family_of(model) is not FAMILIES.get("encoder"):
         raise KeyMismatchError(
             f"{path} holds a {spec.family} ({spec.arch}), not an encoder; pre-train one with "
             "`ownmark train --family encoder` (for classifiers, `ownmark attack distill` steals and verifies)"
