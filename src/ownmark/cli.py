@@ -322,9 +322,10 @@ def attack(
     config = resolve_config(cls, preset, _sets(sets))
     if model and target_url:
         raise ConfigError("name one victim: --model PATH or --target-url URL, not both")
-    # the family: the one the attack is made for, else the victim's (prune reaches every family)
-    applies = getattr(cls, "applies_to", "any")
-    family = FAMILIES.get(applies) if applies in FAMILIES else _family(model) if model else FAMILIES.get("classifier")
+    # the family: the victim's (from its manifest), or over an API the attack's first; it must be one it fits
+    family = _family(model) if model else FAMILIES.get(cls.families[0])
+    if family.name not in cls.families:
+        raise ConfigError(f"{name} attacks {'/'.join(cls.families)} models; {model} is a {family.name}")
     dataset = dataset or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     victim = _load_fitting(model, family, splits.owner, dataset) if model else _remote(target_url, token, cls)

@@ -35,7 +35,7 @@ def test_expected_attacks_are_registered() -> None:
 @pytest.mark.parametrize("arch", ["cnn2", "resnet-s"])
 def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: str) -> None:
     attack_class = ATTACKS.get(name)
-    if getattr(attack_class, "applies_to", "any") == "image2image":
+    if attack_class.families == ("image2image",):
         pytest.skip("image-to-image attacks are covered by tests/image2image/test_surrogate.py")
     config = attack_class.config_class()
     if hasattr(config, "epochs"):
@@ -44,9 +44,9 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
         config = type(config)(**{**config.__dict__, "settings": "n_embed=4,n_verify=4,batch_size=16"})
     attack = attack_class(config)
     model, width = victim(arch), 4
-    if getattr(attack_class, "applies_to", "any") == "injected":  # PTYNet attacks take an injected model
+    if getattr(attack_class, "needs_injected", False):  # PTYNet attacks take an injected model
         model = InjectedModel(model, ModelSpec(arch, 3, 2, 16).build(), [1], 1.5, 4).eval()
-    if getattr(attack_class, "applies_to", "any") == "encoder":  # encoder attacks: 16 features out
+    if attack_class.families == ("encoder",):  # encoder attacks: 16 features out
         torch.manual_seed(0)
         model, width = ModelSpec("conv4" if arch == "cnn2" else arch, 3, 16, 16, family="encoder").build().eval(), 16
     before = {k: v.clone() for k, v in model.state_dict().items()}

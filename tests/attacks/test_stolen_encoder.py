@@ -44,7 +44,7 @@ class Counter:
 
 def test_registered_as_black_box_encoder_attack_with_paper_preset() -> None:
     assert ATTACKS.get("stolenencoder") is StolenEncoder
-    assert StolenEncoder.access == "black-box" and StolenEncoder.applies_to == "encoder"
+    assert StolenEncoder.access == "black-box" and StolenEncoder.families == ("encoder",)
     paper = STOLEN_ENCODER_PRESETS["paper"].config
     assert (paper.optimizer, paper.lr, paper.momentum, paper.weight_decay) == ("sgd", 1e-3, 0.9, 5e-4)
     assert (paper.batch_size, paper.epochs, paper.lambda_value, paper.k, paper.distance) == (64, 100, 20.0, 1, "cosine")

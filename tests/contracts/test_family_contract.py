@@ -40,8 +40,8 @@ def test_every_scheme_and_attack_names_a_registered_family() -> None:
     for name in WATERMARKS.names():
         assert getattr(WATERMARKS.get(name), "family", "classifier") in FAMILIES, name
     for name in ATTACKS.names():
-        applies = getattr(ATTACKS.get(name), "applies_to", "any")
-        assert applies in ("any", "injected") or applies in FAMILIES, (name, applies)
+        families = ATTACKS.get(name).families
+        assert families and all(f in FAMILIES for f in families), (name, families)
 
 
 def test_unknown_family_and_wrong_family_are_refused() -> None:

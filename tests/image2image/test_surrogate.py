@@ -11,7 +11,7 @@ from ownmark.errors import ConfigError, UnknownNameError
 from ownmark.models import ModelSpec
 from ownmark.train.image2image import I2ITrainConfig, augment_pair, seeded
 
-NAMES = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "applies_to", "any") == "image2image"]
+NAMES = [n for n in ATTACKS.names() if ATTACKS.get(n).families == ("image2image",)]
 
 
 def test_image2image_attacks_are_registered_and_marked() -> None:

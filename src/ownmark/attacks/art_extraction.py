@@ -80,6 +80,7 @@ class Knockoff:
     """
 
     access = "black-box"
+    families = ("classifier",)
     config_class = KnockoffConfig
     presets: dict = {}
 

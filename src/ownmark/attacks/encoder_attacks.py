@@ -74,7 +74,7 @@ class EncoderFineTune:
     """
 
     access = "white-box"
-    applies_to = "encoder"
+    families = ("encoder",)
     config_class = EncoderFineTuneConfig
     presets: dict = {}
 
@@ -137,7 +137,7 @@ class EncoderSSL:
     """
 
     access = "white-box"
-    applies_to = "encoder"
+    families = ("encoder",)
     config_class = EncoderSSLConfig
     presets: dict = {}
 

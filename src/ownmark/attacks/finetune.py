@@ -118,6 +118,7 @@ class FineTune:
     """
 
     access = "white-box"
+    families = ("classifier",)
     config_class = FineTuneConfig
     presets: dict = {}
     reinit_last = False  # RT*: the output layer starts from a fresh seeded initialisation

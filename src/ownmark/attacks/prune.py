@@ -57,6 +57,7 @@ class WeightEdit:
     in place by :meth:`edit`, which returns the details to report; no epochs, no queries."""
 
     access = "white-box"
+    families = ("classifier", "encoder", "image2image")  # weights of any model
     presets: dict = {}
 
     def __init__(self, config: object | None = None) -> None:
@@ -131,6 +132,7 @@ class FinePrune:
     """
 
     access = "white-box"
+    families = ("classifier",)
     config_class = FinePruneConfig
     presets: dict = {}
 

@@ -55,7 +55,7 @@ class StripConfig:
 class Strip:
     """Structural removal: serve the target of an injected model without its proprietary branch.
 
-    Raises ConfigError for models that have no proprietary branch; ``applies_to`` says which
+    Raises ConfigError for models that have no proprietary branch; ``needs_injected`` says which
     models it takes (the bench runs it only on schemes that make injected models).
 
     Example:
@@ -67,7 +67,8 @@ class Strip:
     """
 
     access = "white-box"
-    applies_to = "injected"
+    families = ("classifier",)
+    needs_injected = True  # a target with an injected proprietary branch (PTYNet)
     config_class = StripConfig
     presets: dict = {}
 
@@ -105,7 +106,8 @@ class FineTuneTarget(FineTune):
         True
     """
 
-    applies_to = "injected"
+    families = ("classifier",)
+    needs_injected = True  # a target with an injected proprietary branch (PTYNet)
 
     def __call__(
         self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()

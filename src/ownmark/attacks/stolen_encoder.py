@@ -167,7 +167,7 @@ class StolenEncoder:
     """
 
     access = "black-box"
-    applies_to = "encoder"
+    families = ("encoder",)
     config_class = StolenEncoderConfig
     presets = STOLEN_ENCODER_PRESETS
 

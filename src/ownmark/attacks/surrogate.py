@@ -79,7 +79,7 @@ class Surrogate:
     """
 
     access = "black-box"
-    applies_to = "image2image"
+    families = ("image2image",)
     config_class = SurrogateConfig
     presets: dict = {}
 
@@ -162,7 +162,7 @@ class OutputNoise:
     """Gaussian noise on the victim's outputs (an API-side perturbation; the victim is unchanged)."""
 
     access = "black-box"
-    applies_to = "image2image"
+    families = ("image2image",)
     config_class = OutputNoiseConfig
     presets: dict = {}
 
@@ -184,7 +184,7 @@ class OutputJpeg:
     """JPEG compression of the victim's outputs (an API-side perturbation; the victim is unchanged)."""
 
     access = "black-box"
-    applies_to = "image2image"
+    families = ("image2image",)
     config_class = OutputJpegConfig
     presets: dict = {}
 

@@ -45,8 +45,7 @@ def scheme_family(schemes: dict[str, Any], label: str) -> str:
 
 
 def attack_families(spec: AttackSpec) -> tuple[str, ...]:
-    """The families an attack entry runs on: its ``families``, else its class's ``applies_to``
-    when that names a family, else classifiers (the classifier attacks need a label head)."""
+    """The families an attack entry runs on: its ``families``, else the families its class declares."""
     from ownmark.families import FAMILIES
 
     if "families" in spec:
@@ -55,8 +54,7 @@ def attack_families(spec: AttackSpec) -> tuple[str, ...]:
         return tuple(FAMILIES.names())
     from ownmark.attacks import ATTACKS
 
-    applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
-    return (applies,) if applies in FAMILIES else ("classifier",)
+    return tuple(ATTACKS.get(spec["name"]).families)
 
 
 @dataclass(frozen=True)
@@ -127,11 +125,16 @@ class MatrixConfig:
                 raise ConfigError(f"attack {spec['name']!r} lists unknown families {sorted(bad)}; known: {known}")
             if spec["name"] == "none":
                 continue
-            applies = getattr(ATTACKS.get(spec["name"]), "applies_to", "any")
-            if applies != "any" and applies not in FAMILIES and "schemes" not in spec:
+            cls = ATTACKS.get(spec["name"])
+            if getattr(cls, "needs_injected", False) and "schemes" not in spec:
                 raise ConfigError(
-                    f"attack {spec['name']!r} applies to {applies} models only; list the schemes it attacks under "
+                    f"attack {spec['name']!r} attacks injected models only (PTYNet); list the schemes it attacks under "
                     "`schemes`"
+                )
+            unfit = set(spec.get("families", ())) - set(cls.families)
+            if unfit:
+                raise ConfigError(
+                    f"attack {spec['name']!r} runs on {'/'.join(cls.families)} models, not {', '.join(sorted(unfit))}"
                 )
             if not set(attack_families(spec)) & families:
                 raise ConfigError(
