@@ -86,7 +86,10 @@ class Surrogate:
     def __init__(self, config: SurrogateConfig = SurrogateConfig()) -> None:
         self.config = config
 
-    def __call__(self, model: Any, data: Any, *, seed: int, **_engine: Any) -> tuple[nn.Module, Cost]:
+    def __call__(self, model: Any, data: Any, *, seed: int, engine: Any = None) -> tuple[nn.Module, Cost]:
+        """Train the surrogate on the victim's answers (on ``engine``'s device; the CPU by default)."""
+        from ownmark.train import Engine
+
         x = _inputs(data)
         cost = Cost()
         with timed(cost):
@@ -96,7 +99,7 @@ class Surrogate:
             spec = ModelSpec(self.config.arch, x.shape[1], y.shape[1], x.shape[-1], family="image2image")
             surrogate = seeded(spec.build, seed, 21)
             surrogate.spec = spec
-            fit_i2i(surrogate, x, y, self.config.train_config(), seed=key_seed(seed, 22))
+            fit_i2i(surrogate, x, y, self.config.train_config(), seed=key_seed(seed, 22), engine=engine or Engine())
         cost.queries, cost.epochs = len(x), float(self.config.epochs)
         cost.details = {"arch": self.config.arch, "loss": self.config.loss, "augment": self.config.augment}
         return surrogate.eval(), cost

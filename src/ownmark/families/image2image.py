@@ -43,12 +43,12 @@ def i2i_settings(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_i2i(splits: Any, raw: dict[str, Any], arch: str, seed: int, split: str) -> nn.Module:
+def train_i2i(splits: Any, raw: dict[str, Any], arch: str, seed: int, split: str, engine: Any = None) -> nn.Module:
     """An image-to-image model of ``arch`` trained on the owner's or the attacker's pairs."""
     from ownmark.train.image2image import I2ITrainConfig
 
     config = I2ITrainConfig(epochs=int(i2i_settings(raw)["epochs"]))
-    return FAMILIES.get("image2image").fit(arch, getattr(splits, split), seed=seed, config=config)
+    return FAMILIES.get("image2image").fit(arch, getattr(splits, split), seed=seed, config=config, engine=engine)
 
 
 class Image2Image(Family):
@@ -114,11 +114,13 @@ class Image2Image(Family):
 
     def fit(self, arch: str, data: Any, *, seed: int, config: Any, engine: Any = None, checkpoint: Any = None,
             resume: bool = False, out_dim: int | None = None) -> nn.Module:  # fmt: skip
-        """Train on the pairs ``data`` (the image-to-image trainer runs on the CPU; ``engine`` is not used yet)."""
+        """Train on the pairs ``data`` with the image-to-image trainer, on ``engine``."""
+        from ownmark.train import Engine
         from ownmark.train.image2image import fit_i2i, seeded
 
         model = seeded(self.spec(arch, data, out_dim).build, seed)
-        fit_i2i(model, data.x, data.y, config, seed=seed, checkpoint=checkpoint, resume=resume)
+        fit_i2i(model, data.x, data.y, config, seed=seed, checkpoint=checkpoint, resume=resume,
+                engine=engine or Engine())  # fmt: skip
         return model.eval()
 
     def embed_note(self, clean: nn.Module, marked: nn.Module, splits: Any) -> str:
@@ -143,7 +145,7 @@ class Image2Image(Family):
                          split) for a, s, split in self.settings(cfg)["nulls"]]  # fmt: skip
 
     def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
-        return train_i2i(data.splits, cfg.get(self.section) or {}, null.arch, null.seed, null.split)
+        return train_i2i(data.splits, cfg.get(self.section) or {}, null.arch, null.seed, null.split, engine)
 
 
 FAMILIES.register("image2image")(Image2Image())

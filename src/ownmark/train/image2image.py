@@ -3,8 +3,9 @@
 The same loop trains the owner's target models and the attacker's surrogates. As in
 :mod:`ownmark.train.loop`, every random choice (batch order, augmentation) is keyed by
 ``(seed, epoch)`` or ``(seed, step)``, so a run resumed from its checkpoint ends with the same
-weights as one that never stopped. It runs on the CPU in plain PyTorch: these networks are small
-and Fabric's wrappers would only add per-step overhead here.
+weights as one that never stopped. It runs on the shared Fabric engine (:class:`~ownmark.train.Engine`:
+CPU by default, ``cuda`` and mixed precision on a GPU); in one full-precision process it steps the
+unwrapped modules, as :func:`ownmark.train.fit` does, so the CPU path is plain PyTorch.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
-from ownmark.train.loop import TrainResult, key_seed
+from ownmark.train.loop import Engine, TrainResult, _fabric, key_seed
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -106,8 +107,12 @@ def fit_i2i(
     seed: int,
     checkpoint: str | Path | None = None,
     resume: bool = False,
+    engine: Engine = Engine(),
 ) -> TrainResult:
     """Train ``model`` in place to map inputs ``x`` to targets ``y`` (both (N, C, H, W) in [0, 1]).
+
+    The model (and the PatchGAN of an adversarial loss) is placed by ``engine``; the data stays where it
+    is and each batch is moved to the device. The model comes back on the CPU in eval mode.
 
     Args:
         checkpoint: file written atomically after each epoch; with ``resume`` an existing one is
@@ -136,9 +141,23 @@ def fit_i2i(
             disc.load_state_dict(state["disc"])
             d_opt.load_state_dict(state["d_opt"])
         start = int(state["epoch"])
+    fabric = _fabric(engine)
+    if fabric.world_size > 1:
+        raise ConfigError("the image-to-image trainer runs in one process; use --devices 1")
+    fmodel, foptimizer = fabric.setup(model, optimizer)
+    plain = engine.precision == "32-true"  # one process in full precision: step the unwrapped modules
+    forward, stepper = (fmodel.module, foptimizer.optimizer) if plain else (fmodel, foptimizer)
+    d_forward = d_stepper = None
+    if disc is not None and d_opt is not None:
+        fdisc, fd_opt = fabric.setup(disc, d_opt)
+        d_forward, d_stepper = (fdisc.module, fd_opt.optimizer) if plain else (fdisc, fd_opt)
+
+    def backward(value: torch.Tensor) -> None:
+        value.backward() if plain else fabric.backward(value)
+
     result, n = TrainResult(), len(x)
     steps = math.ceil(n / config.batch_size)
-    model.train()
+    fmodel.train()
     for epoch in range(start, config.epochs):
         t0, total = time.perf_counter(), 0.0
         order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
@@ -147,31 +166,35 @@ def fit_i2i(
             xb, yb = x[idx], y[idx]
             if config.augment:
                 xb, yb = augment_pair(xb, yb, key_seed(seed, epoch, i, 1))
-            out = model(xb)
+            xb, yb = fabric.to_device((xb, yb))
+            out = forward(xb)
             loss = pixel_loss(out, yb, config.loss)
-            if disc is not None and d_opt is not None:
-                fake_logit = disc(torch.cat([xb, out], 1))
+            if d_forward is not None:
+                fake_logit = d_forward(torch.cat([xb, out], 1))
                 loss = loss + config.gan_weight * F.binary_cross_entropy_with_logits(
                     fake_logit, torch.ones_like(fake_logit)
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if disc is not None and d_opt is not None:
-                d_opt.zero_grad(set_to_none=True)
-                discriminator_loss(disc, torch.cat([xb, yb], 1), torch.cat([xb, out.detach()], 1)).backward()
-                d_opt.step()
+            stepper.zero_grad(set_to_none=True)
+            backward(loss)
+            stepper.step()
+            if d_forward is not None and d_stepper is not None:
+                d_stepper.zero_grad(set_to_none=True)
+                backward(discriminator_loss(d_forward, torch.cat([xb, yb], 1), torch.cat([xb, out.detach()], 1)))
+                d_stepper.step()
             total += float(loss.detach()) * len(idx)
         result.seconds += time.perf_counter() - t0
         result.images += n
         result.epochs_run += 1
         result.losses.append(total / n)
         if checkpoint is not None:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+            cpu = {k: v.cpu() for k, v in model.state_dict().items()}
+            state = {"model": cpu, "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
             if disc is not None and d_opt is not None:
-                state |= {"disc": disc.state_dict(), "d_opt": d_opt.state_dict()}
+                state |= {"disc": {k: v.cpu() for k, v in disc.state_dict().items()}, "d_opt": d_opt.state_dict()}
             save_checkpoint(checkpoint, {**state, "seed": seed, "config": asdict(config)})
-    model.eval()
+    model.cpu().eval()
+    if disc is not None:
+        disc.cpu()
     return result
 
 
