@@ -7,6 +7,7 @@ from ownmark.attacks import (  # noqa: F401  (registers)
     encoder_attacks,
     finetune,
     labels,
+    modify,
     overwrite,
     preprocess,
     prune,

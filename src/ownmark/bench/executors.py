@@ -43,7 +43,10 @@ def ray(address: str | None = None, num_cpus: int | None = None) -> Callable[[Ca
     """Run tasks as Ray tasks: on the cluster at ``address``, or on a local Ray instance.
 
     Needs the ``ray`` extra (``pip install ownmark[ray]``). Each task asks Ray for one CPU; the
-    driver collects rows as tasks finish, so a killed driver loses only unfinished cells.
+    driver collects rows as tasks finish, so a killed driver loses only unfinished cells. A local
+    instance runs its workers at normal priority: Ray's default (niceness 15, for a driver that
+    must stay responsive) let any other busy process starve the bench's tasks (measured: the
+    two-worker test run took 808 s beside one other busy process, 48 s alone).
     """
     try:
         import ray as ray_
@@ -54,7 +57,8 @@ def ray(address: str | None = None, num_cpus: int | None = None) -> Callable[[Ca
         if not tasks:
             return
         if not ray_.is_initialized():
-            ray_.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False)
+            local = {"num_cpus": num_cpus, "_system_config": {"worker_niceness": 0}} if address is None else {}
+            ray_.init(address=address, include_dashboard=False, **local)
         remote = ray_.remote(num_cpus=1)(fn)
         pending = [remote.remote(t) for t in tasks]
         while pending:

@@ -43,7 +43,7 @@ _ATTACKS: list[dict[str, Any]] = [
     {"name": "output-jpeg", "set": {"quality": 75}},
 ]
 # the rest of the SoK's input-preprocessing group, weight quantization (no training: verification queries
-# only) and fine-tuning with smoothed or noisy labels (issue 17), in the `full` preset
+# only), fine-tuning with smoothed or noisy labels, and the model modifications (issue 17), in the `full` preset
 _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "squeeze", "sweep": {"bits": [1, 3]}},
     {"name": "median", "sweep": {"kernel_size": [3, 5]}},
@@ -53,6 +53,10 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "label-smooth", "set": {"epochs": 3, "smoothing": 0.3}},
     {"name": "label-noise", "set": {"epochs": 3, "noise": 0.3}},
     {"name": "overwrite", "families": ["classifier"], "set": {"scheme": "fcw"}},  # FCW's own 10 epochs
+    # the SoK's model modifications: weight shifting, regularization, PGD adversarial training
+    {"name": "weight-shift", "set": {"epochs": 5}},
+    {"name": "regularization", "set": {"reg_epochs": 3, "epochs": 3}},
+    {"name": "adv-train", "set": {"epochs": 3}},
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
