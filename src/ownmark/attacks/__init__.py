@@ -3,6 +3,7 @@
 from ownmark.attacks import (  # noqa: F401  (registers)
     art_extraction,
     chain,
+    cleanse,
     distill,
     encoder_attacks,
     finetune,

@@ -57,6 +57,7 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "weight-shift", "set": {"epochs": 5}},
     {"name": "regularization", "set": {"reg_epochs": 3, "epochs": 3}},
     {"name": "adv-train", "set": {"epochs": 3}},
+    {"name": "neural-cleanse", "families": ["classifier"]},
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
