@@ -279,10 +279,16 @@ def _family(path: Path) -> Any:
 
 def _load_fitting(path: Any, family: Any, data: Any, source: str) -> Any:
     """Load an ownmark model of ``family`` and check that it takes ``data`` (one split part)."""
+    from ownmark.errors import KeyMismatchError
+    from ownmark.families import family_of
     from ownmark.models import load_model
 
     model, _ = load_model(path)
-    family.require(model, f"`{source}`")
+    if family_of(model) is not family:
+        raise KeyMismatchError(
+            f"{path} holds a {family_of(model).name} ({model.spec.arch}), not a{'n' * (family.name[0] in 'aeiou')} "
+            f"{family.name}; pass a {family.name} model"
+        )
     family.check_fits(model, data, source)
     return model
 
@@ -325,7 +331,10 @@ def attack(
     # the family: the victim's (from its manifest), or over an API the attack's first; it must be one it fits
     family = _family(model) if model else FAMILIES.get(cls.families[0])
     if family.name not in cls.families:
-        raise ConfigError(f"{name} attacks {'/'.join(cls.families)} models; {model} is a {family.name}")
+        fits = "/".join(cls.families)
+        raise ConfigError(
+            f"{name} attacks {fits} models; {model} holds a {family.name}, not a{'n' * (fits[0] in 'aeiou')} {fits}"
+        )
     dataset = dataset or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     victim = _load_fitting(model, family, splits.owner, dataset) if model else _remote(target_url, token, cls)
