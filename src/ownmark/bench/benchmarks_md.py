@@ -1,4 +1,8 @@
-"""BENCHMARKS.md is written in sections, each owned by one command and replaced on its re-run."""
+"""BENCHMARKS.md is written in sections, each owned by one command and replaced on its re-run.
+
+A section is written only into a file ownmark started (its first line is ``# ownmark benchmarks``) or
+into a new file; any other existing file is refused, never overwritten.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from typing import Any
 
 import torch
 
+from ownmark.errors import OutputPathError
 from ownmark.io import atomic_write_text
 
 HEADER = (
-    "# ownmark benchmarks\n\nEvery figure here is written by a command (named in each section) "
-    "from one measured run; none is typed in.\n"
+    "# ownmark benchmarks\n\nEvery figure in a section is written by a command (named in the section) "
+    "from one measured run; notes outside the sections are written by hand and say so.\n"
 )
 
 
@@ -32,7 +37,10 @@ def update_section(path: str | Path, name: str, body: str) -> str:
     path = Path(path)
     text = path.read_text(encoding="utf-8") if path.is_file() else HEADER
     if not text.startswith("# ownmark benchmarks"):
-        text = HEADER
+        raise OutputPathError(
+            f"{path} is not an ownmark benchmarks file (its first line is not '# ownmark benchmarks'), so ownmark "
+            "will not overwrite it; name a new file or an existing BENCHMARKS.md"
+        )
     block = f"<!-- section:{name} -->\n{body.rstrip()}\n<!-- end:{name} -->"
     pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
