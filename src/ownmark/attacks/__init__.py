@@ -10,6 +10,7 @@ from ownmark.attacks import (  # noqa: F401  (registers)
     labels,
     modify,
     overwrite,
+    permute,
     preprocess,
     prune,
     ptynet_attacks,

@@ -58,6 +58,7 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "regularization", "set": {"reg_epochs": 3, "epochs": 3}},
     {"name": "adv-train", "set": {"epochs": 3}},
     {"name": "neural-cleanse", "families": ["classifier"]},
+    {"name": "feature-permute", "families": ["classifier"]},  # the function unchanged: no verdict may move
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
