@@ -30,7 +30,7 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
-from ownmark.train.loop import Engine, TrainResult, _fabric, key_seed
+from ownmark.train.loop import Engine, TrainResult, _fabric, key_seed, optimizer_state_to
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -145,11 +145,13 @@ def fit_i2i(
     if fabric.world_size > 1:
         raise ConfigError("the image-to-image trainer runs in one process; use --devices 1")
     fmodel, foptimizer = fabric.setup(model, optimizer)
+    optimizer_state_to(optimizer, fabric.device)
     plain = engine.precision == "32-true"  # one process in full precision: step the unwrapped modules
     forward, stepper = (fmodel.module, foptimizer.optimizer) if plain else (fmodel, foptimizer)
     d_forward = d_stepper = None
     if disc is not None and d_opt is not None:
         fdisc, fd_opt = fabric.setup(disc, d_opt)
+        optimizer_state_to(d_opt, fabric.device)
         d_forward, d_stepper = (fdisc.module, fd_opt.optimizer) if plain else (fdisc, fd_opt)
 
     def backward(value: torch.Tensor) -> None:

@@ -129,6 +129,19 @@ def lr_at(config: TrainConfig, epoch: int) -> float:
     return config.lr * config.gamma**drops
 
 
+def optimizer_state_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move a resumed optimizer's state (momentum, Adam moments) to the device Fabric put its parameters on.
+
+    A checkpoint's state is loaded before ``fabric.setup`` moves the model, so it lands on the CPU,
+    and Fabric does not move optimizer state: on a GPU the first step would mix devices. The ``step``
+    counters stay where torch keeps them (on the CPU for non-capturable optimizers).
+    """
+    for state in optimizer.state.values():
+        for name, value in state.items():
+            if name != "step" and isinstance(value, torch.Tensor) and value.device != device:
+                state[name] = value.to(device)
+
+
 def _fabric(engine: Engine):  # -> lightning.Fabric
     from lightning.fabric import Fabric
 
@@ -185,6 +198,7 @@ def fit(
         start_epoch = int(state["epoch"])
         log.info("resuming from %s after epoch %d", checkpoint, start_epoch)
     fmodel, foptimizer = fabric.setup(model, optimizer)
+    optimizer_state_to(optimizer, fabric.device)
     # One process in full precision: Fabric has placed the model, and its wrappers would only add
     # per-step bookkeeping (measured ~8% on cnn2 here); step the unwrapped model and optimiser.
     plain = fabric.world_size == 1 and engine.precision == "32-true"

@@ -1,0 +1,120 @@
+"""Every family trains, embeds, is attacked and verified on the engine's device, and comes back as a CPU model
+(issue 16 item 5). The same round trip runs on the CPU here and on CUDA where a GPU is present (the `gpu`
+tests, deselected by make test; run them on a GPU machine with `pytest -m gpu tests/test_devices.py`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ownmark as om
+from ownmark.data.toy import toy_images
+from ownmark.families import FAMILIES
+from ownmark.train import Engine, TrainConfig, fit
+
+ROUND_TRIP = {  # family: (arch, scheme and toy settings, attack and toy settings)
+    "classifier": ("cnn2", ("fcw", {"n_embed": 4, "n_verify": 2, "epochs": 1, "batch_size": 16,
+                                    "triggers_per_batch": 2}), ("ftal", {"epochs": 1})),
+    "encoder": ("conv4", ("awencoder", {"epochs": 1, "pgd_steps": 2, "n_verify": 8, "decoys": 9,
+                                        "key_candidates": 2}), ("enc-finetune", {"epochs": 1})),
+    "image2image": ("conv3", ("deepwm", {"epochs": 1, "extractor_epochs": 1, "surrogate_epochs": 1,
+                                         "finetune_epochs": 1, "embedder": "conv3", "extractor": "conv3",
+                                         "surrogate_arch": "conv3", "n_probe": 4, "batch_size": 8, "w_adv": 0}),
+                    ("surrogate", {"arch": "conv3", "epochs": 1})),
+}  # fmt: skip
+
+
+def _on_cpu(model: torch.nn.Module) -> bool:
+    return all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+
+
+def round_trip(family_name: str, accelerator: str) -> None:
+    family = FAMILIES.get(family_name)
+    arch, (scheme_name, scheme_set), (attack_name, attack_set) = ROUND_TRIP[family_name]
+    engine = Engine(accelerator=accelerator)
+    _, data = family.toy(seed=0)
+    config = family.train_config({"epochs": 1, **({"batch_size": 16} if family_name == "encoder" else {})})
+    model = family.fit(
+        arch, data, seed=0, config=config, engine=engine, out_dim=16 if family_name == "encoder" else None
+    )
+    assert _on_cpu(model)
+    scheme = om.create_scheme(scheme_name, **scheme_set)
+    marked, key = scheme.embed(model, data, seed=0, engine=engine)
+    assert _on_cpu(marked)
+    attacked, _ = om.create_attack(attack_name, **attack_set)(marked, data, seed=0, engine=engine)
+    assert _on_cpu(attacked)
+    for suspect in (marked, attacked):
+        verdict = om.verify(suspect, key)
+        assert 0 < verdict.p_value <= 1
+
+
+def interrupted_resume(loop: str, accelerator: str, tmp_path, monkeypatch) -> None:
+    """Train 3 epochs whole; train again, killed right after the checkpoint of epoch 2, and resume: the same
+    weights to the bit (SGD momentum for classifiers; Adam and the PatchGAN's state for image-to-image)."""
+    import ownmark.train.image2image as i2i_module
+    import ownmark.train.loop as loop_module
+    from ownmark.train.image2image import I2ITrainConfig, fit_i2i, seeded
+
+    engine = Engine(accelerator=accelerator)
+    if loop == "classifier":
+        data = toy_images(seed=0, n=96)
+        spec, module = FAMILIES.get("classifier").spec("cnn2", data), loop_module
+
+        def build():
+            return seeded(spec.build, 0)
+
+        def train(model, **kw):
+            return fit(model, data, TrainConfig(epochs=3, batch_size=32, lr=0.05), seed=0, engine=engine, **kw)
+    else:
+        _, pairs = FAMILIES.get("image2image").toy(seed=0)
+        spec, module = FAMILIES.get("image2image").spec("conv3", pairs), i2i_module
+        cfg = I2ITrainConfig(epochs=3, batch_size=8, loss="l2+gan")
+
+        def build():
+            return seeded(spec.build, 0)
+
+        def train(model, **kw):
+            return fit_i2i(model, pairs.x, pairs.y, cfg, seed=0, engine=engine, **kw)
+
+    whole = build()
+    train(whole)
+    real_save = module.save_checkpoint
+
+    def save_then_stop(path, state):
+        real_save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(build(), checkpoint=tmp_path / "c.ckpt")
+    monkeypatch.setattr(module, "save_checkpoint", real_save)
+    resumed = build()
+    assert train(resumed, checkpoint=tmp_path / "c.ckpt", resume=True).epochs_run == 1
+    assert _on_cpu(resumed)
+    for name, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("loop", ["classifier", "image2image"])
+def test_resume_on_the_cpu_is_bit_identical(loop: str, tmp_path, monkeypatch) -> None:
+    interrupted_resume(loop, "cpu", tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("loop", ["classifier", "image2image"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_resume_on_cuda_is_bit_identical(loop: str, tmp_path, monkeypatch) -> None:
+    interrupted_resume(loop, "cuda", tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("family_name", sorted(ROUND_TRIP))
+def test_round_trip_on_the_cpu(family_name: str) -> None:
+    round_trip(family_name, "cpu")
+
+
+@pytest.mark.parametrize("family_name", sorted(ROUND_TRIP))
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_round_trip_on_cuda(family_name: str) -> None:
+    round_trip(family_name, "cuda")
