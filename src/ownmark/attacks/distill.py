@@ -163,6 +163,7 @@ class Distill:
     families = ("classifier",)
     config_class = DistillConfig
     presets: dict = {}
+    queries_per_image = 1
 
     def __init__(self, config: DistillConfig = DistillConfig()) -> None:
         self.config = config
@@ -183,7 +184,7 @@ class Distill:
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, ORDER_STREAM)))
             x = data.x[order[: min(cfg.budget, len(data))]]
             answers = self._ask(query, x)
-            cost.queries = len(x)
+            cost.queries = len(x) * self.queries_per_image
             targets = soft_targets(answers, cfg.output, cfg.temperature)
             surrogate = fresh_surrogate(self._surrogate_spec(spec, data, answers), seed)
             check_fits(targets, surrogate.spec.num_classes)
@@ -243,6 +244,100 @@ class Distill:
             return spec if arch is None else dataclasses.replace(spec, arch=arch)
         c, size, _ = data.shape
         return ModelSpec(arch, c, answers.shape[1] if answers.ndim == 2 else data.num_classes, size)
+
+
+SMOOTH_STREAM = 0x534D4F4F
+
+
+@dataclass(frozen=True)
+class SmoothDistillConfig(DistillConfig):
+    """Distillation (as :class:`DistillConfig`) on answers averaged over ``copies`` augmented queries
+    of each image: a random crop after zero-padding by ``pad`` pixels, and a mirror image when ``flip``."""
+
+    copies: int = 3
+    pad: int = 4
+    flip: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or self.copies < 1:
+            raise ConfigError(f"SmoothDistillConfig.copies must be a positive int, got {self.copies!r}")
+        if isinstance(self.pad, bool) or not isinstance(self.pad, int) or self.pad < 0:
+            raise ConfigError(f"SmoothDistillConfig.pad must be an int >= 0, got {self.pad!r}")
+        if self.output == "logits":
+            raise ConfigError("smooth-distill averages probabilities or label votes; use output=probs or labels")
+
+
+def shifted_copy(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """``x`` (N, C, H, W) zero-padded by ``pad`` and cropped back at a random offset per image, mirrored
+    at random when ``flip``.
+
+    Example:
+        >>> x = torch.rand(5, 1, 8, 8); y = shifted_copy(x, 2, False, torch.Generator().manual_seed(0))
+        >>> y.shape == x.shape, bool((shifted_copy(x, 0, False, torch.Generator()) == x).all())
+        (True, True)
+    """
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    if flip:
+        mirror = torch.rand(n, generator=generator) < 0.5
+        out[mirror] = out[mirror].flip(-1)
+    return out
+
+
+@ATTACKS.register("smooth-distill")
+class SmoothDistill(Distill):
+    """Smooth retraining: distillation on the victim's answers averaged over augmented copies of each query.
+
+    Each attacker image is sent ``copies`` times, shifted (and mirrored, with ``flip``) at random; the
+    surrogate trains on the mean of the answers (probabilities, or the share of votes for each label),
+    which smooths away the victim's answers that hold only at exact inputs, as a watermark's often do.
+    Costs ``copies`` queries per image. The SoK's code averages ``n = 3`` crop-and-flip copies (its
+    ImageNet configurations); flips are off by default here because digits are not mirror-symmetric.
+
+    Reference:
+        Lukas, Jiang, Li, Kerschbaum, "SoK: How Robust is Image Classification Deep Neural Network
+        Watermarking?", IEEE S&P 2022, arXiv:2108.04974 (smooth retraining, introduced there).
+    Example:
+        >>> from ownmark.data.toy import toy_images
+        >>> from ownmark.models import ModelSpec
+        >>> cfg = SmoothDistillConfig(budget=20, epochs=1)
+        >>> SmoothDistill(cfg)(ModelSpec("cnn2", 3, 4, 16).build(), toy_images(), seed=0)[1].queries
+        60
+    """
+
+    config_class = SmoothDistillConfig
+
+    def __call__(
+        self, victim: nn.Module | QueryFn, data: ImageSet, *, seed: int, engine: Engine = Engine()
+    ) -> tuple[nn.Module, Cost]:
+        self._seed = seed  # the copies' shifts are drawn from the attack's seed
+        return super().__call__(victim, data, seed=seed, engine=engine)
+
+    @property
+    def queries_per_image(self) -> int:  # type: ignore[override]
+        return self.config.copies
+
+    def _ask(self, query: QueryFn, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        g = torch.Generator().manual_seed(key_seed(getattr(self, "_seed", 0), SMOOTH_STREAM))
+        total = None
+        for _ in range(cfg.copies):
+            answers = super()._ask(query, shifted_copy(x, cfg.pad, cfg.flip, g))
+            if answers.ndim == 1:  # labels: votes
+                answers = torch.nn.functional.one_hot(answers.long(), int(answers.max()) + 1).float()
+            else:
+                answers = answers.float().clamp_min(0)
+                answers = answers / answers.sum(1, keepdim=True).clamp_min(1e-12)
+            if total is not None and answers.shape[1] != total.shape[1]:  # votes never reached a top class
+                width = max(answers.shape[1], total.shape[1])
+                answers = torch.nn.functional.pad(answers, (0, width - answers.shape[1]))
+                total = torch.nn.functional.pad(total, (0, width - total.shape[1]))
+            total = answers if total is None else total + answers
+        return total / cfg.copies
 
 
 def fresh_surrogate(spec: ModelSpec, seed: int) -> nn.Module:

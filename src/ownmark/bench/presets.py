@@ -59,6 +59,15 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
     {"name": "adv-train", "set": {"epochs": 3}},
     {"name": "neural-cleanse", "families": ["classifier"]},
     {"name": "feature-permute", "families": ["classifier"]},  # the function unchanged: no verdict may move
+    # the SoK's retraining variants: smooth retraining (answers averaged over 3 shifted copies), and
+    # cross-architecture retraining (distillation into another architecture)
+    {"name": "smooth-distill", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
+    {
+        "name": "distill",
+        "label": "distill-cross-arch",
+        "families": ["classifier"],
+        "set": {"budget": 1500, "epochs": 5, "arch": "lenet"},
+    },
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
