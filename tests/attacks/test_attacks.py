@@ -49,6 +49,10 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
     if attack_class.families == ("encoder",):  # encoder attacks: 16 features out
         torch.manual_seed(0)
         model, width = ModelSpec("conv4" if arch == "cnn2" else arch, 3, 16, 16, family="encoder").build().eval(), 16
+    if name == "feature-permute" and arch == "resnet-s":  # sequential networks only, refused in one line
+        with pytest.raises(ConfigError, match="handles sequential networks"):
+            attack(model, toy_images(), seed=0)
+        return
     before = {k: v.clone() for k, v in model.state_dict().items()}
     attacked, cost = attack(model, toy_images(), seed=0)
     after = model.state_dict()
@@ -58,7 +62,10 @@ def test_attack_leaves_victim_untouched_and_keeps_output_shape(name: str, arch: 
     with torch.no_grad():
         answer, original = attacked.eval()(x), model(x)
     assert answer.shape == original.shape == (5, width)
-    assert not torch.equal(answer, original)  # it did attack
+    if name == "feature-permute":  # other weights, the same function (tests/attacks/test_permute.py)
+        assert torch.allclose(answer, original, atol=1e-5)
+    else:
+        assert not torch.equal(answer, original)  # it did attack
     attacked_state = attacked.state_dict()
     if attacked_state.keys() == before.keys():  # input transforms wrap the model instead of changing weights
         assert any(not torch.equal(before[k], attacked_state[k]) for k in before)

@@ -3,6 +3,7 @@ by import path, is protected with PTYNet, saved, verified and refused untrusted 
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -95,9 +96,9 @@ def test_ptynet_protects_a_thirdparty_model_through_the_cli(thirdparty, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1 and len(err) == 1 and f"--trust-arch {ARCH}" in err[0], err
     out = _invoke("--trust-arch", ARCH, "verify", "--key", thirdparty / "wm" / "key", "--model",
-                  thirdparty / "wm" / "marked")  # fmt: skip
-    rows = [line for line in out.splitlines() if "marked" in line and ("OWNED" in line or "not" in line)]
-    assert rows and "OWNED" in rows[0], out
+                  thirdparty / "wm" / "marked", "--json")  # fmt: skip
+    (record,) = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert record["decision"] == "OWNED" and record["p_value"] <= 0.01, record
     marked, _ = load_model(thirdparty / "wm" / "marked")
     x = ctx.splits.test.x[:64]
     assert torch.equal(marked.target(x), target(x))  # the protected model itself is bit-identical
