@@ -554,7 +554,10 @@ def evaluate(
     json_out: JsonOut = False,
     threads: Threads = 1,
 ) -> None:
-    """Measure a model of any family: accuracy, linear probe, k-NN, SSIM, PSNR, or agreement / CKA with a copy."""
+    """Measure a model of any family: accuracy, linear probe, k-NN, SSIM, PSNR, or agreement / CKA with a copy.
+
+    Without --dataset it is measured on the data its manifest says it was trained on.
+    """
     _pin_threads(ctx, threads)
     import json
 
@@ -562,9 +565,10 @@ def evaluate(
     from ownmark.metrics import METRICS
     from ownmark.models import load_model
 
-    suspect, _ = load_model(model)
+    suspect, manifest = load_model(model)
     family = family_of(suspect)
-    dataset = dataset or family.default_dataset
+    trained_on = (manifest.get("info") or {}).get("dataset")  # measured on its own data unless told otherwise
+    dataset = dataset or (trained_on if isinstance(trained_on, str) else None) or family.default_dataset
     splits = _fitted_splits(family, suspect, family.load_splits(dataset, split_seed), dataset)
     other = load_model(reference)[0] if reference is not None else None
     results = {}

@@ -51,8 +51,10 @@ def test_cli_train_embed_attack_verify(tmp_path: Path, one_thread) -> None:
            "--set", "arch=conv3", "--set", "epochs=1")  # fmt: skip
     out = invoke("attack", "output-noise", "--model", tmp_path / "wm" / "marked", "--out", tmp_path / "noisy")
     assert "changes outputs at query time only" in out
-    out = invoke("evaluate", "--model", tmp_path / "stolen", "--json")
-    assert set(json.loads(out)) >= {"ssim", "psnr"} and json.loads(out)["family"] == "image2image"
+    invoke("train", "--family", "image2image", "--out", tmp_path / "denoiser", "--arch", "conv3", "--dataset",
+           "denoise", "--set", "epochs=1")  # fmt: skip
+    out = json.loads(invoke("evaluate", "--model", tmp_path / "denoiser", "--json"))
+    assert set(out) >= {"ssim", "psnr"} and out["family"] == "image2image" and out["dataset"] == "denoise"
     out = invoke(
         "verify", "--model", tmp_path / "stolen", "--model", tmp_path / "clean", "--key", tmp_path / "wm" / "key"
     )
