@@ -24,6 +24,7 @@ from ownmark.errors import ConfigError
 
 _REGISTRIES = {  # kind -> (module, registry): imported on first use
     "families": ("ownmark.families", "FAMILIES"),
+    "metrics": ("ownmark.metrics", "METRICS"),
     "schemes": ("ownmark.watermarks", "WATERMARKS"),
     "attacks": ("ownmark.attacks", "ATTACKS"),
     "models": ("ownmark.models", "MODELS"),
@@ -46,7 +47,7 @@ def _registry(kind: str) -> Any:
 
 
 def list_units(kind: str) -> list[str]:
-    """Registered names of one kind: families, schemes, attacks, models, encoders, image2image or datasets.
+    """Registered names of one kind: families, metrics, schemes, attacks, models, encoders, image2image or datasets.
 
     Example:
         >>> list_units("families")

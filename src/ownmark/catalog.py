@@ -35,10 +35,7 @@ def build() -> dict[str, dict[str, str]]:
 
     out: dict[str, dict[str, str]] = {}
     for kind in ("families", "metrics", "schemes", "attacks", "models", "encoders", "image2image", "datasets"):
-        if kind == "metrics":
-            from ownmark.metrics import METRICS as registry
-        else:
-            registry = _registry(kind)
+        registry = _registry(kind)
         out[kind] = {name: _line(registry.get(name)) for name in registry.names()}
     from ownmark.watermarks import WATERMARKS
 

@@ -183,7 +183,7 @@ class Distill:
             # a seeded random choice: the attacker's set may be sorted by class
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, ORDER_STREAM)))
             x = data.x[order[: min(cfg.budget, len(data))]]
-            answers = self._ask(query, x)
+            answers = self._ask(query, x, seed)
             cost.queries = len(x) * self.queries_per_image
             targets = soft_targets(answers, cfg.output, cfg.temperature)
             surrogate = fresh_surrogate(self._surrogate_spec(spec, data, answers), seed)
@@ -199,8 +199,9 @@ class Distill:
         cost.details.update(output=cfg.output, arch=surrogate.spec.arch)
         return surrogate.eval(), cost
 
-    def _ask(self, query: QueryFn, x: torch.Tensor) -> torch.Tensor:
-        """Send ``x`` in batches of ``query_batch``; every image once, nothing more."""
+    def _ask(self, query: QueryFn, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """Send ``x`` in batches of ``query_batch``; every image once, nothing more (``seed``: for
+        subclasses that draw per query)."""
         answers = []
         for i in range(0, len(x), self.config.query_batch):
             batch = x[i : i + self.config.query_batch]
@@ -311,19 +312,13 @@ class SmoothDistill(Distill):
 
     config_class = SmoothDistillConfig
 
-    def __call__(
-        self, victim: nn.Module | QueryFn, data: ImageSet, *, seed: int, engine: Engine = Engine()
-    ) -> tuple[nn.Module, Cost]:
-        self._seed = seed  # the copies' shifts are drawn from the attack's seed
-        return super().__call__(victim, data, seed=seed, engine=engine)
-
     @property
     def queries_per_image(self) -> int:  # type: ignore[override]
         return self.config.copies
 
-    def _ask(self, query: QueryFn, x: torch.Tensor) -> torch.Tensor:
+    def _ask(self, query: QueryFn, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
         cfg = self.config
-        g = torch.Generator().manual_seed(key_seed(getattr(self, "_seed", 0), SMOOTH_STREAM))
+        g = torch.Generator().manual_seed(key_seed(seed, SMOOTH_STREAM))  # the copies' shifts: the attack's seed
         total = None
         for _ in range(cfg.copies):
             answers = super()._ask(query, shifted_copy(x, cfg.pad, cfg.flip, g))
