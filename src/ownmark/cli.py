@@ -661,7 +661,7 @@ def demo(
 ) -> None:
     """Train, embed FCW, attack (FTAL, pruning), verify, print verdicts, write OUT/demo.md."""
     _outputs((out, "--out", "folder"))
-    from ownmark.bench.demo import run_demo
+    from ownmark.bench.studies.demo import run_demo
 
     rows = run_demo(out, seed=seed, say=lambda m: console.print(f"[dim]{m}[/]"))
     table = Table("model", "role", "clean acc", "matches", "p-value", "decision", "queries")
@@ -695,7 +695,8 @@ def bench_run(
     """Run the matrix scheme x attack x seed (classifier and encoder schemes); a re-run skips stored cells."""
     _outputs((workdir, "--workdir", "folder"))
     from ownmark.bench.executors import make_executor
-    from ownmark.bench.matrix import load_config, run_matrix
+    from ownmark.bench.plan import load_config
+    from ownmark.bench.run import run_matrix
 
     cfg = load_config(preset, config)
     workdir = workdir or Path("runs") / "bench" / cfg.name
@@ -717,7 +718,7 @@ def report(
 ) -> None:
     """Turn bench results into Markdown and a self-contained HTML page with plots."""
     _outputs((out, "--out", "folder"))
-    from ownmark.bench.report_cli import write_report
+    from ownmark.bench.report import write_report
 
     md, html = write_report(workdir, out or workdir / "report")
     console.print(f"report written to {md} and {html}")
@@ -752,8 +753,8 @@ def bench_validity(
     A re-run resumes from the cached models and rows.
     """
     _outputs((workdir, "--workdir", "folder"), (out, "--out", "file"))
-    from ownmark.bench.benchmarks_md import update_section
-    from ownmark.bench.validity import FAMILY_PRESET, PRESETS, run_validity
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.validity import FAMILY_PRESET, PRESETS, run_validity
 
     chosen = preset or FAMILY_PRESET.get(family or "classifier", "default")
     workdir = workdir or Path("runs") / "bench" / f"validity-{chosen}"
@@ -764,7 +765,7 @@ def bench_validity(
         console.print(f"[red]{len(report.errors)} scheme(s) failed:[/] {report.errors}")
     if out is not None:
         name = f"validity-{PRESETS[chosen].family}"
-        update_section(out, name, section)
+        publish(out, name, section)
         console.print(f"{name} section -> {out}")
 
 
@@ -775,7 +776,8 @@ def bench_timings(
 ) -> None:
     """Write each attack's wall time per cell and the matrix's total time into BENCHMARKS.md."""
     _outputs((out, "--out", "file"))
-    from ownmark.bench.benchmarks_md import matrix_timings, update_section
+    from ownmark.bench.report import publish
+    from ownmark.bench.report.benchmarks import matrix_timings
     from ownmark.bench.store import ResultStore
     from ownmark.errors import MissingFileError
 
@@ -783,7 +785,7 @@ def bench_timings(
         raise MissingFileError(f"no results.sqlite in {workdir}; run `ownmark bench run` first")
     store = ResultStore(workdir / "results.sqlite")
     name = workdir.name
-    update_section(out, f"matrix-{name}", matrix_timings(store.rows("cell"), store.rows("run"), name))
+    publish(out, f"matrix-{name}", matrix_timings(store.rows("cell"), store.rows("run"), name))
     console.print(f"timings of {workdir} written to {out}")
 
 
@@ -797,12 +799,15 @@ def bench_encoders(
 ) -> None:
     """AWEncoder embedded, attacked and verified beside independent null encoders (white- and black-box)."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
-    from ownmark.bench.encoders import PRESETS, run_encoder_bench
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.encoders import PRESETS, benchmarks_section, run_encoder_bench
 
     if preset not in PRESETS:
         raise ConfigError(f"no encoder bench preset {preset!r}; known: {', '.join(PRESETS)}")
     out = out or Path("runs") / "bench" / preset
-    run_encoder_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"), benchmarks=benchmarks)
+    results = run_encoder_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    if benchmarks is not None:
+        publish(benchmarks, PRESETS[preset].name, benchmarks_section(results))
     console.print(f"report written to {out / 'report.md'}")
 
 
@@ -816,13 +821,16 @@ def bench_image2image(
 ) -> None:
     """Deep output watermarking in depth: fidelity, extraction, surrogate matrix, controls, latency."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
-    from ownmark.bench.image2image import PRESETS, run_bench
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.image2image import PRESETS, render, run_bench
     from ownmark.errors import UnknownNameError
 
     if preset not in PRESETS:
         raise UnknownNameError(f"no image2image bench preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     out = out or Path("runs") / "bench" / "image2image"
-    results = run_bench(PRESETS[preset], out, benchmarks=benchmarks, say=lambda m: console.print(f"[dim]{m}[/]"))
+    results = run_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    if benchmarks is not None:
+        publish(benchmarks, "image2image", render(results, benchmarks_md=True))
     console.print(f"results in {out / 'results.json'}, report in {out / 'report.md'} ({results['minutes']:.1f} min)")
 
 
@@ -833,9 +841,11 @@ def bench_perf(
 ) -> None:
     """Measure the Fabric loop vs bare PyTorch, FCW embedding vs fine-tuning, and verification queries."""
     _outputs((out, "--out", "file"))
-    from ownmark.bench.perf import run_perf
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.perf import run_perf
 
-    text = run_perf(out, repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
+    text = run_perf(repeats=repeats, say=lambda m: console.print(f"[dim]{m}[/]"))
+    publish(out, "foundation", text)
     console.print(text)
 
 
@@ -850,10 +860,13 @@ def bench_stolen(
 ) -> None:
     """StolenEncoder on mnist5k: TA/SA/PA/RA over seeds, queries to 0.9 TA, defense sweep, theft x watermark."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
-    from ownmark.bench.stolen import StolenBenchConfig, run_stolen_bench
+    from ownmark.bench.report import publish
+    from ownmark.bench.report.stolen import section
+    from ownmark.bench.studies.stolen import StolenBenchConfig, run_stolen_bench
 
     config = StolenBenchConfig(seeds=tuple(range(seeds)), watermark=watermark)
-    results = run_stolen_bench(out, config, benchmarks=benchmarks, say=lambda m: console.print(f"[dim]{m}[/]"))
+    results = run_stolen_bench(out, config, say=lambda m: console.print(f"[dim]{m}[/]"))
+    publish(benchmarks, "stolenencoder", section(results, out))
     for check in results["checks"]:
         console.print(f"{'[green]holds[/]' if check['holds'] else '[red]misses[/]'} {check['name']}: {check['value']}")
     console.print(f"report written to {out / 'stolen.md'}; section stolenencoder of {benchmarks} updated")
@@ -897,9 +910,12 @@ def bench_serve(
 ) -> None:
     """Requests/s and p50/p99 latency of the HTTP service vs the in-process API, at several batch sizes."""
     _outputs((out, "--out", "file"))
-    from ownmark.serve.bench import run_serve_bench
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.serve import run_serve_bench
 
-    console.print(run_serve_bench(out, seconds=seconds, say=lambda m: console.print(f"[dim]{m}[/]")))
+    text = run_serve_bench(seconds=seconds, say=lambda m: console.print(f"[dim]{m}[/]"))
+    publish(out, "serve", text)
+    console.print(text)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ownmark.bench.demo import run_demo
+from ownmark.bench.studies.demo import run_demo
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ownmark.bench.report import detection_summary, removal_summary, render_report
+from ownmark.bench.report.matrix import detection_summary, group_summary, removal_summary, render_report
 from ownmark.errors import ShapeError
 
 ALPHA = 0.01
@@ -78,7 +78,13 @@ def test_writes_markdown_html_and_figures(report: tuple[Path, Path]) -> None:
     md, page = report
     assert md.name == "report.md" and page.name == "report.html" and md.parent == page.parent
     figures = sorted(p.name for p in (md.parent / "figures").iterdir())
-    assert figures == ["robustness-finetune-epochs.png", "robustness-prune-amount.png", "triggers.png", "utility.png"]
+    assert figures == [
+        "heatmap.png",
+        "robustness-finetune-epochs.png",
+        "robustness-prune-amount.png",
+        "triggers.png",
+        "utility.png",
+    ]
     assert all((md.parent / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
     text = md.read_text()
     assert text.startswith("# test run\n")
@@ -90,7 +96,7 @@ def test_writes_markdown_html_and_figures(report: tuple[Path, Path]) -> None:
 def test_html_is_self_contained(report: tuple[Path, Path]) -> None:
     page = report[1].read_text()
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1]).startswith(b"\x89PNG")
     assert "href=" not in page and "<script" not in page and "<link" not in page and "figures/" not in page
 
@@ -106,6 +112,22 @@ def test_removal_outcomes() -> None:
     assert found["adi", "distill"].outcome == "costly" and found["adi", "distill"].least_cost == pytest.approx(20.0)
     assert found["fcw", "finetune"].outcome == "survives"  # the flip of a never-owned model does not count
     assert found["weak", "noise"].outcome == "not owned"
+
+
+def test_heatmap_counts_removing_attacks_per_group(report: tuple[Path, Path]) -> None:
+    """The heat-map's cells: prune is a model modification, distill an extraction, "finetune" is not a
+    registered attack (other); the never-owned scheme has no cell; a chain counts as combined."""
+    assert group_summary(matrix()) == {
+        ("adi", "modification"): (0, 1), ("adi", "other"): (1, 1), ("adi", "extraction"): (0, 1),
+        ("fcw", "other"): (0, 1),
+    }  # fmt: skip
+    chain = cell("adi", "fineprune", 0, owned=False, cost=1.0) | {"attack_label": "fineprune+ftal"}
+    assert group_summary([chain])[("adi", "combined")] == (1, 1)
+    md = report[0].read_text()
+    assert md.index("## At a glance") < md.index("## Removal")
+    assert table_line(md, "At a glance", "adi") == "| adi | modification | extraction | other |".replace(
+        "modification | extraction | other", "0/1 | 0/1 | 1/1"
+    )
 
 
 def test_removal_table_wording(report: tuple[Path, Path]) -> None:
@@ -154,7 +176,7 @@ def test_no_nulls_and_no_sweep(tmp_path: Path) -> None:
     text = md.read_text()
     assert "the false-positive rate is unknown" in text
     assert "No data: no attack was run at several strengths." in text
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["utility.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["heatmap.png", "utility.png"]
 
 
 def test_non_numeric_strengths(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ import torch
 
 from ownmark.attacks import StolenEncoderConfig
 from ownmark.attacks.encoder_eval import probe
-from ownmark.bench.stolen import StolenBenchConfig, Target, defense_sweep, run_stolen_bench
-from ownmark.bench.stolen_report import checks, queries_to_reach
+from ownmark.bench.report import publish
+from ownmark.bench.report.stolen import checks, queries_to_reach, section
+from ownmark.bench.studies.stolen import StolenBenchConfig, Target, defense_sweep, run_stolen_bench
 from ownmark.errors import ConfigError, UnknownNameError
 
 
@@ -53,7 +54,8 @@ def test_tiny_bench_writes_results_report_figures_and_section(tmp_path, one_thre
         defenses=("noise:1", "round:0", "topk:4"), watermark=False,
     )  # fmt: skip
     bench = tmp_path / "BENCHMARKS.md"
-    results = run_stolen_bench(tmp_path / "out", config, benchmarks=bench)
+    results = run_stolen_bench(tmp_path / "out", config)
+    publish(bench, "stolenencoder", section(results, tmp_path / "out"))
     for name in ("stolen.json", "stolen.md", "stolen_defenses.png", "stolen_budget.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "out" / "stolen.json").read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ownmark.bench.nulls_zoo import BiasedLabel, ConstantLabel, SuspectSpec, classifier_specs
-from ownmark.bench.validity import (
+from ownmark.bench.studies.nulls_zoo import BiasedLabel, ConstantLabel, SuspectSpec, classifier_specs
+from ownmark.bench.studies.validity import (
     INVALID_TEST,
     OWN_TEST,
     PRESETS,
@@ -201,7 +201,7 @@ def tiny_encoder_run(tmp_path_factory, one_thread):
 
 @pytest.mark.slow
 def test_encoder_nulls_are_claimed_no_more_than_alpha_and_the_marked_encoder_is(tiny_encoder_run):
-    from ownmark.bench.validity_families import ENCODER_SUSPECTS_TINY
+    from ownmark.bench.studies.validity_families import ENCODER_SUSPECTS_TINY
 
     _, report = tiny_encoder_run
     assert report.errors == {}
@@ -228,7 +228,7 @@ def tiny_i2i_run(tmp_path_factory, one_thread):
 
 @pytest.mark.slow
 def test_image2image_nulls_keep_the_exact_bit_test_valid(tiny_i2i_run):
-    from ownmark.bench.validity_families import I2I_SUSPECTS_TINY
+    from ownmark.bench.studies.validity_families import I2I_SUSPECTS_TINY
 
     _, report = tiny_i2i_run
     assert report.errors == {}
@@ -245,7 +245,7 @@ def test_image2image_nulls_keep_the_exact_bit_test_valid(tiny_i2i_run):
 def test_deepwm_keys_share_an_extractor_and_redraw_the_secret():
     from types import SimpleNamespace
 
-    from ownmark.bench.validity_families import deepwm_keys
+    from ownmark.bench.studies.validity_families import deepwm_keys
     from ownmark.core import Key
 
     def draw_key(model, data, *, seed):
@@ -265,7 +265,7 @@ def test_deepwm_keys_share_an_extractor_and_redraw_the_secret():
 
 
 def test_encoder_and_i2i_answerers_from_outside_the_project():
-    from ownmark.bench.validity_families import ConstantImage, Identity, PixelFeatures, UnsharpMask
+    from ownmark.bench.studies.validity_families import ConstantImage, Identity, PixelFeatures, UnsharpMask
 
     x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(Identity()(x), x) and (ConstantImage()(x) == 0.5).all()

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from ownmark.attacks import ATTACKS
+from ownmark.attacks.base import GROUPS
 from ownmark.bench.presets import PRESETS
 from ownmark.errors import UnknownNameError
 from ownmark.watermarks import resolve_config
@@ -21,6 +22,7 @@ IN_OWN_BENCH = {"stolenencoder": "ownmark bench stolen"}  # attacks with a bench
 def test_attack_builds_from_defaults_and_every_preset(name: str) -> None:
     cls = ATTACKS.get(name)
     assert getattr(cls, "access", None) in ("white-box", "black-box"), name
+    assert getattr(cls, "group", None) in GROUPS, f"{name}: group must be one of {GROUPS} (the report's heat-map rows)"
     assert isinstance(getattr(cls, "presets", None), dict), name
     assert dataclasses.is_dataclass(cls.config_class), name
     cls(resolve_config(cls))

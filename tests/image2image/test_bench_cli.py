@@ -11,7 +11,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ownmark import cli
-from ownmark.bench.image2image import PRESETS, run_bench
+from ownmark.bench.report import publish
+from ownmark.bench.studies.image2image import PRESETS, render, run_bench
 
 RUNNER = CliRunner()
 TINY = [
@@ -23,7 +24,8 @@ TINY = [
 @pytest.mark.slow
 def test_smoke_bench_writes_results_report_figures_and_section(tmp_path: Path, one_thread) -> None:
     md = tmp_path / "BENCHMARKS.md"
-    results = run_bench(PRESETS["smoke"], tmp_path / "out", benchmarks=md, say=lambda _m: None)
+    results = run_bench(PRESETS["smoke"], tmp_path / "out", say=lambda _m: None)
+    publish(md, "image2image", render(results, benchmarks_md=True))
     names = {r["name"] for r in results["rows"]}
     assert {"marked outputs", "control: inputs", "control: clean outputs", "control: surrogate on clean pairs"} <= names
     assert {"output noise 0.02", "output JPEG 75"} <= names

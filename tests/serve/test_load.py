@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from ownmark.bench.report import publish
+from ownmark.bench.studies.serve import render, run_serve_bench
 from ownmark.models import ModelSpec
 from ownmark.serve import RemoteModel, ServeConfig, UsageStore, key_id
-from ownmark.serve.bench import render, run_serve_bench
 
 from .conftest import OTHER, TOKEN, Serve
 
@@ -73,6 +74,7 @@ def test_the_benchmark_section_reports_the_goal() -> None:
 
 @pytest.mark.slow
 def test_the_benchmark_runs_against_a_server_process(tmp_path: Path) -> None:
-    text = run_serve_bench(tmp_path / "BENCHMARKS.md", seconds=0.01, batches=(64,), rounds=1)
+    text = run_serve_bench(seconds=0.01, batches=(64,), rounds=1)
+    publish(tmp_path / "BENCHMARKS.md", "serve", text)
     assert (tmp_path / "BENCHMARKS.md").read_text().count("<!-- section:serve -->") == 1
     assert text.count("| classifier | 64 |") == 2 and text.count("| encoder | 64 |") == 2

@@ -80,6 +80,7 @@ class Knockoff:
     """
 
     access = "black-box"
+    group = "extraction"
     families = ("classifier",)
     config_class = KnockoffConfig
     presets: dict = {}

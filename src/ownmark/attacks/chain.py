@@ -42,6 +42,7 @@ class Chain:
         self.attacks = list(attacks)
         accesses = {getattr(attack, "access", "white-box") for attack in self.attacks}
         self.access = "white-box" if "white-box" in accesses else "black-box"
+        self.group = "combined"
 
     def __repr__(self) -> str:
         return f"Chain([{', '.join(type(a).__name__ for a in self.attacks)}])"

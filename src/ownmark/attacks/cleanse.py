@@ -127,6 +127,7 @@ class NeuralCleanse:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     config_class = NeuralCleanseConfig
     presets = {"paper": Preset(NeuralCleanseConfig(lam=0.01, epochs=5, steps=500), "Wang et al. 2019 / Lukas et al. "

@@ -160,6 +160,7 @@ class Distill:
     """
 
     access = "black-box"
+    group = "extraction"
     families = ("classifier",)
     config_class = DistillConfig
     presets: dict = {}

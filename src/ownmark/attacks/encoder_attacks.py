@@ -74,6 +74,7 @@ class EncoderFineTune:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("encoder",)
     config_class = EncoderFineTuneConfig
     presets: dict = {}
@@ -137,6 +138,7 @@ class EncoderSSL:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("encoder",)
     config_class = EncoderSSLConfig
     presets: dict = {}

@@ -118,6 +118,7 @@ class FineTune:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     config_class = FineTuneConfig
     presets: dict = {}

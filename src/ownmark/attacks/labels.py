@@ -88,6 +88,7 @@ class _LabelFineTune:
     """Fine-tuning of all layers of a copy of the victim; subclasses choose the data and the loss."""
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     presets: dict = {}
 

@@ -92,6 +92,7 @@ class _Modify:
     """A copy of the victim, changed by :meth:`change`, trained on victim-labelled attacker data."""
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     presets: dict = {}
 

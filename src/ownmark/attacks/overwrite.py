@@ -78,6 +78,7 @@ class Overwrite:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     config_class = OverwriteConfig
     presets: dict = {}

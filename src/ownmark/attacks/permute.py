@@ -105,6 +105,7 @@ class FeaturePermute:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("classifier", "encoder")
     config_class = FeaturePermuteConfig
     presets: dict = {}

@@ -57,6 +57,7 @@ class WeightEdit:
     in place by :meth:`edit`, which returns the details to report; no epochs, no queries."""
 
     access = "white-box"
+    group = "modification"
     families = ("classifier", "encoder", "image2image")  # weights of any model
     presets: dict = {}
 
@@ -132,6 +133,7 @@ class FinePrune:
     """
 
     access = "white-box"
+    group = "modification"
     families = ("classifier",)
     config_class = FinePruneConfig
     presets: dict = {}

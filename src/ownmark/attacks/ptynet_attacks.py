@@ -67,7 +67,9 @@ class Strip:
     """
 
     access = "white-box"
+    group = "adaptive"
     families = ("classifier",)
+    group = "adaptive"
     needs_injected = True  # a target with an injected proprietary branch (PTYNet)
     config_class = StripConfig
     presets: dict = {}

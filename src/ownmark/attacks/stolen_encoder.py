@@ -167,6 +167,7 @@ class StolenEncoder:
     """
 
     access = "black-box"
+    group = "extraction"
     families = ("encoder",)
     config_class = StolenEncoderConfig
     presets = STOLEN_ENCODER_PRESETS

@@ -79,6 +79,7 @@ class Surrogate:
     """
 
     access = "black-box"
+    group = "extraction"
     families = ("image2image",)
     config_class = SurrogateConfig
     presets: dict = {}
@@ -165,6 +166,7 @@ class OutputNoise:
     """Gaussian noise on the victim's outputs (an API-side perturbation; the victim is unchanged)."""
 
     access = "black-box"
+    group = "preprocessing"
     families = ("image2image",)
     config_class = OutputNoiseConfig
     presets: dict = {}
@@ -187,6 +189,7 @@ class OutputJpeg:
     """JPEG compression of the victim's outputs (an API-side perturbation; the victim is unchanged)."""
 
     access = "black-box"
+    group = "preprocessing"
     families = ("image2image",)
     config_class = OutputJpegConfig
     presets: dict = {}

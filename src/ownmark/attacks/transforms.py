@@ -160,6 +160,7 @@ class InputTransform:
     """
 
     access = "black-box"  # the thief only controls what reaches the model
+    group = "preprocessing"
     families = ("classifier",)
     input_transform = True  # applied at verification time (`ownmark verify --transform`)
     presets: dict = {}

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ownmark.bench.matrix import Task
+from ownmark.bench.plan import Task
 
 Row = tuple[str, str, dict[str, Any]]
 
@@ -81,7 +81,7 @@ def _calib(args: dict[str, Any]) -> list[Row]:
 
 
 def _embed(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.matrix import scheme_class, scheme_family
+    from ownmark.bench.plan import scheme_class, scheme_family
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
     from ownmark.watermarks import resolve_config
@@ -104,7 +104,7 @@ def _embed(args: dict[str, Any]) -> list[Row]:
 
 
 def _cell(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.matrix import scheme_class, scheme_family
+    from ownmark.bench.plan import scheme_class, scheme_family
     from ownmark.io import load_key
     from ownmark.models import load_model
     from ownmark.verify import decide
@@ -130,8 +130,9 @@ def _cell(args: dict[str, Any]) -> list[Row]:
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
-        "cell_seconds": time.perf_counter() - start,
     }  # fmt: skip
+    row |= family.extra_evidence(scheme, key, attacked, ctx, args["config"], alpha)
+    row["cell_seconds"] = time.perf_counter() - start
     return [(_cell_id(args), "cell", row)]
 
 
@@ -143,7 +144,7 @@ def _stored_utility(manifest: dict[str, Any], family, model, ctx) -> float:
 
 
 def _cell_id(args: dict[str, Any]) -> str:
-    from ownmark.bench.matrix import cell_id
+    from ownmark.bench.plan import cell_id
 
     return cell_id(args["scheme"], args["label"], args["seed"])
 
@@ -164,7 +165,7 @@ def _attack(setting: dict[str, Any], marked, ctx, seed: int, engine):
 
 
 def _null(args: dict[str, Any]) -> list[Row]:
-    from ownmark.bench.matrix import scheme_class, scheme_family
+    from ownmark.bench.plan import scheme_class, scheme_family
     from ownmark.io import load_key
     from ownmark.verify import decide
 
@@ -172,19 +173,22 @@ def _null(args: dict[str, Any]) -> list[Row]:
     family = _family(null["family"])
     models = {null["name"]: _null_model(args)}
     # adapted as a suspect in the wild would be (encoders: fine-tuned downstream)
-    models |= family.adapted(null["name"], models[null["name"]], family.load(cfg), cfg, null["seed"])
+    data = family.load(cfg)
+    models |= family.adapted(null["name"], models[null["name"]], data, cfg, null["seed"])
     rows = []
     for scheme_name in cfg["schemes"]:
         if scheme_family(cfg["schemes"], scheme_name) != null["family"]:
             continue
         for seed in cfg["seeds"]:
             key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
+            scheme = scheme_class(cfg["schemes"], scheme_name)()
             for name, model in models.items():
-                ev = scheme_class(cfg["schemes"], scheme_name)().detect(model, key)
+                ev = scheme.detect(model, key)
                 verdict = decide(ev, cfg["alpha"])
                 row = {
                     "scheme": scheme_name, "seed": seed, "model": name, "k": ev.k, "n": ev.n, "p0": ev.p0,
                     "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg["alpha"],
+                    **family.extra_evidence(scheme, key, model, data, cfg, cfg["alpha"]),
                 }  # fmt: skip
                 rows.append((f"null|{name}|{scheme_name}|{seed}", "null", row))
     return rows

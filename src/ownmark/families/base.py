@@ -205,6 +205,13 @@ class Family:
         """Variants of a null model adapted as a suspect in the wild would be (none by default)."""
         return {}
 
+    def extra_evidence(self, scheme: Any, key: Key, model: nn.Module, data: Any, cfg: dict[str, Any],
+                       alpha: float) -> dict[str, Any]:  # fmt: skip
+        """Further verdicts a bench row records beside the scheme's own (``detect``) one, as row fields
+        (none by default; encoders: the black-box verdict through a downstream classifier when the
+        matrix's ``encoder.blackbox`` is on)."""
+        return {}
+
     def prepare_key(self, scheme: Any, key: Key, data: Any, cfg: dict[str, Any], load: Any) -> Key:
         """The key as the bench verifies with it, after any step the family's verdicts need before
         the first detect (``load(name)`` returns a stored model). The key as embedded by default."""

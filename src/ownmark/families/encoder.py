@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     # rates, and keys are calibrated on their calibration nulls so adapted: a suspect met in the wild
     # is adapted, and so must be the negative controls
     "adapt_lrs": [0.001, 0.01],
+    # also verify every encoder row black-box: a linear classifier fitted on the attacker's labelled split
+    # over the suspect's features, queried for labels only (AWEncoder.detect_blackbox); off in `quick`
+    "blackbox": False,
 }  # fmt: skip
 
 
@@ -48,6 +51,8 @@ def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"each `encoder.calibration` entry is [arch, SSL method, seed], got {entry!r}")
     if not all(isinstance(lr, (int, float)) and lr > 0 for lr in out["adapt_lrs"]):
         raise ConfigError(f"`encoder.adapt_lrs` is a list of positive learning rates, got {out['adapt_lrs']!r}")
+    if not isinstance(out["blackbox"], bool):
+        raise ConfigError(f"`encoder.blackbox` is true or false, got {out['blackbox']!r}")
     for entry in out["nulls"]:
         if len(entry) != 4 or entry[3] not in ("owner", "attacker"):
             raise ConfigError(f"each `encoder.nulls` entry is [arch, SSL method, seed, owner|attacker], got {entry!r}")
@@ -188,6 +193,24 @@ class Encoder(Family):
         from ownmark.attacks.encoder_attacks import finetuned_variants
 
         return finetuned_variants(name, model, data.splits.attacker, self.settings(cfg)["adapt_lrs"], seed=seed)
+
+    def extra_evidence(self, scheme: Any, key: Any, model: nn.Module, data: Any, cfg: dict[str, Any],
+                       alpha: float) -> dict[str, Any]:  # fmt: skip
+        """With ``encoder.blackbox``: the black-box verdict on ``model`` as a downstream user would deploy it
+        (a linear probe fitted on the attacker's labelled split, answering labels only), as ``p_black``,
+        ``owned_black`` and the distinctness statistic of the owner's delta against the decoys' largest."""
+        if not self.settings(cfg)["blackbox"] or not hasattr(scheme, "detect_blackbox"):
+            return {}
+        from ownmark.train.probe import linear_probe
+        from ownmark.verify import decide
+
+        probe = linear_probe(model, data.splits.attacker, data.splits.test, seed=0)
+        evidence = scheme.detect_blackbox(probe.classifier, key)
+        verdict = decide(evidence, alpha)
+        return {
+            "p_black": verdict.p_value, "owned_black": verdict.owned, "distinct": evidence.details["distinct"],
+            "decoy_distinct_max": evidence.details["decoy_distinct_max"],
+        }  # fmt: skip
 
     def prepare_key(self, scheme: Any, key: Any, data: Any, cfg: dict[str, Any], load: Any) -> Any:
         """Calibrate the key's null margin on the calibration encoders, adapted at the null rows' rates

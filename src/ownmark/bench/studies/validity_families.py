@@ -1,6 +1,6 @@
 """The validity benchmark's encoder and image-to-image families: their null zoos and key draws.
 
-The classifier family lives in :mod:`ownmark.bench.nulls_zoo`. Here each family gets what the
+The classifier family lives in :mod:`ownmark.bench.studies.nulls_zoo`. Here each family gets what the
 benchmark needs to verify many keys against many models made without the owner's secret:
 
 - **encoders** (AWEncoder): the owner's clean SimCLR encoder, encoders pre-trained from other

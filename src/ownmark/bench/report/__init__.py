@@ -1,4 +1,5 @@
-"""Gather what a report needs from a bench work folder: rows and example triggers."""
+"""Reports: the matrix report (Markdown + HTML), the studies' reports, and the only writer of BENCHMARKS.md
+(:func:`publish`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def example_triggers(workdir: Path) -> dict[str, torch.Tensor]:
 
 def write_report(workdir: str | Path, out: str | Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` for the results in ``workdir``."""
-    from ownmark.bench.report import render_report
+    from ownmark.bench.report.matrix import render_report
     from ownmark.bench.store import ResultStore
 
     workdir = Path(workdir)
@@ -31,3 +32,16 @@ def write_report(workdir: str | Path, out: str | Path) -> tuple[Path, Path]:
         raise MissingFileError(f"no results.sqlite in {workdir}; run `ownmark bench run --workdir {workdir}` first")
     store = ResultStore(workdir / "results.sqlite")
     return render_report(store.rows("cell"), store.rows("null"), Path(out), examples=example_triggers(workdir))
+
+
+def publish(path: str | Path, name: str, text: str) -> Path:
+    """Write ``text`` as the section ``name`` of the benchmarks file ``path`` (the only way ownmark writes
+    BENCHMARKS.md: studies and the matrix return results, the CLI renders them and calls this).
+
+    The section replaces its earlier version between its markers; a file that is not an ownmark
+    benchmarks file is refused (:func:`ownmark.bench.report.benchmarks.update_section`).
+    """
+    from ownmark.bench.report.benchmarks import update_section
+
+    update_section(path, name, text)
+    return Path(path)

@@ -1,4 +1,4 @@
-"""The experiment matrix: scheme x attack x seed, resumable, in parallel processes or on Ray.
+"""The plan of an experiment: what a matrix run covers (scheme x attack x seed, nulls), typed and checked.
 
 A matrix run has three phases, each a set of independent tasks:
 
@@ -17,7 +17,6 @@ orchestrates: training, embedding, attacks and verdicts are the library's.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,67 +275,6 @@ class Task:
 
 
 Executor = Callable[[Callable[[Task], Any], list[Task]], Iterator[Any]]
-
-
-def run_matrix(
-    config: MatrixConfig,
-    workdir: str | Path,
-    *,
-    executor: Executor,
-    say: Callable[[str], None] = lambda _m: None,
-    executor_name: str = "serial",
-    workers: int = 1,
-) -> int:
-    """Run every missing cell of ``config``; return the number of rows written in this call."""
-    from dataclasses import asdict
-
-    from ownmark.bench.store import ResultStore
-    from ownmark.bench.tasks import run_task
-    from ownmark.families import FAMILIES
-
-    workdir = Path(workdir)
-    store = ResultStore(workdir / "results.sqlite")
-    done = {d for d in store.done() if not d.startswith("run|")}
-    common = {"config": config_to_dict(config), "workdir": str(workdir)}
-    cells = [
-        Task("cell", cell_id(s, label, seed), {**common, "scheme": s, "label": label, "setting": setting, "seed": seed})
-        for s, label, setting, seed in config.cells()
-    ]
-    nulls = [Task("null", f"null|{n.name}", {**common, "null": asdict(n)}) for n in config.null_names()]
-    todo = [t for t in cells if t.key not in done] + [t for t in nulls if not _null_done(t.key, done)]
-    if not todo:
-        say("every cell is already stored")
-        return 0
-    seeds_needed = sorted({t.args["seed"] for t in todo if t.phase == "cell"} | (set(config.seeds) if nulls else set()))
-    families = config.families()
-    raw = config_to_dict(config)
-    calibration = [n for f in families for n in FAMILIES.get(f).calibration(raw)]
-    phases = [
-        [Task("clean", f"clean|{f}|{seed}", {**common, "family": f, "seed": seed}) for f in families
-         for seed in seeds_needed]
-        + [Task("calib", f"calib|{n.name}", {**common, "null": asdict(n)}) for n in calibration],
-        [
-            Task("embed", f"embed|{s}|{seed}", {**common, "scheme": s, "seed": seed})
-            for s in config.schemes
-            for seed in seeds_needed
-        ],
-        todo,
-    ]  # fmt: skip
-    written = 0
-    start = time.perf_counter()
-    for phase in phases:
-        for rows in executor(run_task, phase):
-            store.extend(rows)
-            written += len(rows)
-            for row_id, _, _ in rows:
-                say(f"stored {row_id} ({time.perf_counter() - start:.0f} s)")
-    run = {"seconds": time.perf_counter() - start, "rows": written, "executor": executor_name, "workers": workers}
-    store.put(f"run|{time.time_ns()}", "run", run)  # wall time of this call, for BENCHMARKS.md
-    return written
-
-
-def _null_done(key: str, done: set[str]) -> bool:
-    return any(d.startswith(key + "|") for d in done)
 
 
 def cell_id(scheme: str, label: str, seed: int) -> str:

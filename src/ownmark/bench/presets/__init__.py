@@ -1,5 +1,11 @@
-"""Named bench configurations: ``quick`` for this CPU in minutes, ``full`` (quick plus the further
-attacks: input preprocessing, weight quantization), ``smoke`` for tests, ``paper`` for a GPU."""
+"""Named bench configurations of the one matrix engine (``ownmark bench run --preset NAME``).
+
+``quick`` (every family, this CPU), ``full`` (quick plus the rest of the attack suite), ``smoke`` (tests),
+``paper`` (a GPU); per family in depth: ``awencoder`` (the encoder bench's grid: both AWEncoder
+triggers, downstream fine-tuning at seven settings, pruning, continued SSL, null encoders, white- and
+black-box verdicts) and ``image2image`` (deep output watermarking in both forms against the surrogate
+matrix of three architectures x four losses and output perturbations).
+"""
 
 from __future__ import annotations
 
@@ -68,6 +74,19 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
         "families": ["classifier"],
         "set": {"budget": 1500, "epochs": 5, "arch": "lenet"},
     },
+    # transfer to another label set and back (parity labels, then a fresh head on the true ones), and
+    # Neural Network Laundering (Aiken et al. 2021: Neural Cleanse's triggers, reset the units they excite, retrain)
+    {"name": "transfer", "families": ["classifier"]},
+    {"name": "neural-laundering", "families": ["classifier"]},
+    # adversarial model extraction (FGSM neighbours crafted with ART on the substitute, labelled by the victim),
+    # extraction from an ensemble of the victim and the attacker's own models, and an autoencoder in front
+    {"name": "adv-extract", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
+    {
+        "name": "ensemble-distill",
+        "families": ["classifier"],
+        "set": {"budget": 1500, "epochs": 5, "member_archs": "lenet,cnn2"},
+    },
+    {"name": "input-reconstruct", "families": ["classifier"], "sweep": {"bottleneck": [16, 32]}},
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
@@ -96,6 +115,32 @@ ENCODER_SCHEMES = {
     "awencoder": {"preset": "adversarial"},
     "awencoder-secret": {"scheme": "awencoder", "preset": "secret"},
 }
+
+# the encoder bench's attacks (`ownmark bench encoders`), as one matrix grid
+_ENCODER_ATTACKS: list[dict[str, Any]] = [
+    {"name": "none"},
+    {"name": "enc-finetune", "sweep": {"lr": [0.0001, 0.001, 0.003, 0.01]}},
+    {"name": "enc-finetune", "label": "enc-finetune-10ep", "set": {"lr": 0.001, "epochs": 10}},
+    {"name": "enc-finetune", "label": "enc-finetune-sgd", "set": {"optimizer": "sgd"}, "sweep": {"lr": [0.01, 0.05]}},
+    {"name": "prune", "families": ["encoder"], "sweep": {"amount": [0.3, 0.5, 0.7]}},
+    {"name": "enc-ssl"},
+    {"name": "quantize", "families": ["encoder"], "sweep": {"bits": [8, 4]}},
+]
+# the image-to-image bench's surrogate matrix and output perturbations (`ownmark bench image2image`)
+_I2I_ATTACKS: list[dict[str, Any]] = [
+    {"name": "none"},
+    *(
+        {"name": "surrogate", "label": f"surrogate-{arch}", "set": {"arch": arch}, "sweep": {"loss": list(losses)}}
+        for arch, losses in (
+            ("encdec", ("l1", "l2")),
+            ("resnet-i2i", ("l2", "l2+gan")),
+            ("unet", ("l1", "l2+gan", "ssim+gan")),
+        )
+    ),  # fmt: skip
+    {"name": "surrogate", "label": "surrogate-augmented", "set": {"arch": "unet", "loss": "l2", "augment": True}},
+    {"name": "output-noise", "sweep": {"std": [0.01, 0.02, 0.05]}},
+    {"name": "output-jpeg", "sweep": {"quality": [90, 75, 50]}},
+]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -153,5 +198,38 @@ PRESETS: dict[str, dict[str, Any]] = {
             *_ATTACKS[11:],
         ],
         "nulls": {"archs": ["tv:resnet18:cifar", "resnet-s"], "seeds": 10, "attacker_model": True},
+    },
+    "awencoder": {  # the encoder bench's verdict grid on the matrix engine (~30 min on this CPU)
+        "name": "awencoder",
+        "dataset": "mnist5k",
+        "seeds": [0],
+        "schemes": ENCODER_SCHEMES,
+        "attacks": _ENCODER_ATTACKS,
+        "encoder": {"blackbox": True},
+    },
+    "awencoder-smoke": {  # minutes: the secret trigger, two SSL epochs, one null encoder, one attack
+        "name": "awencoder-smoke",
+        "seeds": [0],
+        "schemes": {"awencoder": {"set": {"trigger": "secret", "epochs": 2, "n_verify": 80}}},
+        "attacks": [{"name": "none"}, {"name": "prune", "families": ["encoder"], "set": {"amount": 0.5}}],
+        "encoder": {"ssl": {"epochs": 2}, "nulls": [["conv4", "simclr", 201, "attacker"]], "blackbox": True},
+    },
+    "image2image": {  # the image-to-image bench's verdict grid on the matrix engine
+        "name": "image2image",
+        "dataset": "mnist5k",
+        "seeds": [0],
+        "schemes": {"deepwm": {}, "deepwm-absorbed": {"scheme": "deepwm", "preset": "absorbed"}},
+        "attacks": _I2I_ATTACKS,
+    },
+    "image2image-smoke": {  # minutes: small networks, no surrogate training inside the embedding
+        "name": "image2image-smoke",
+        "seeds": [0],
+        "schemes": {"deepwm": {"set": {"epochs": 8, "extractor_epochs": 4, "surrogate_epochs": 0, "w_adv": 0.0}}},
+        "attacks": [
+            {"name": "none"},
+            {"name": "output-noise", "set": {"std": 0.02}},
+            {"name": "surrogate", "set": {"arch": "conv3", "epochs": 2}},
+        ],  # fmt: skip
+        "image2image": {"epochs": 6, "nulls": [["conv3", 301, "attacker"]]},
     },
 }

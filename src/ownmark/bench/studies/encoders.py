@@ -8,7 +8,8 @@ architectures on the attacker's data; each also fine-tuned as the marked encoder
 attacked copy (downstream fine-tuning at several learning rates, pruning, continued SSL).
 Utility is the linear-probe accuracy on the test part, with a classifier trained on the
 attacker's labelled part, and on scikit-learn's digits (a task the encoder never saw).
-Results go to ``results.json``, ``report.md`` with figures, and a BENCHMARKS.md section.
+Results go to ``results.json`` and ``report.md`` with figures; :func:`benchmarks_section` renders the
+BENCHMARKS.md section the report package writes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ownmark.attacks import ATTACKS
-from ownmark.bench.benchmarks_md import machine, update_section
+from ownmark.bench.report.benchmarks import machine
 from ownmark.data import ImageSet, load_dataset, make_splits, to_image_shape
 from ownmark.errors import ConfigError
 from ownmark.io import atomic_write_bytes, atomic_write_text, save_json
@@ -120,7 +121,6 @@ def run_encoder_bench(
     out: Path,
     *,
     say: Callable[[str], None] = lambda _m: None,
-    benchmarks: Path | None = None,
 ) -> dict[str, Any]:
     """Run the bench; write results.json and report.md (+ figures) under ``out``; return the results."""
     torch.set_num_threads(1)  # tiny nets: intra-op threads only fight each other on a shared CPU
@@ -191,8 +191,6 @@ def run_encoder_bench(
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / "results.json", results)
     atomic_write_text(out / "report.md", report_markdown(results, out, keys))
-    if benchmarks is not None:
-        update_section(benchmarks, config.name, benchmarks_section(results))
     return results
 
 
@@ -279,7 +277,7 @@ def effects_png(results: dict[str, Any]) -> bytes:
     """Mean effect of every encoder per trigger, with its best decoy's effect as a cross."""
     from matplotlib.figure import Figure
 
-    from ownmark.bench.plots import to_png
+    from ownmark.bench.report.plots import to_png
 
     triggers = list(results["triggers"])
     fig = Figure(figsize=(5 * len(triggers), 4), layout="constrained")
@@ -302,7 +300,7 @@ def utility_png(results: dict[str, Any]) -> bytes:
     """Utility (probe accuracy) against the effect, per attack: what removal costs."""
     from matplotlib.figure import Figure
 
-    from ownmark.bench.plots import to_png
+    from ownmark.bench.report.plots import to_png
 
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()

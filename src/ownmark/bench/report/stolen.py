@@ -1,6 +1,6 @@
 """The StolenEncoder bench's report: must-hold checks, Markdown tables and figures.
 
-Inputs are the results dictionary of :func:`ownmark.bench.stolen.run_stolen_bench` (accuracies
+Inputs are the results dictionary of :func:`ownmark.bench.studies.stolen.run_stolen_bench` (accuracies
 as fractions, drawn and printed in percent).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ownmark.bench.plots import to_png
+from ownmark.bench.report.plots import to_png
 
 Results = dict[str, Any]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ownmark.bench.benchmarks_md import machine, update_section
+from ownmark.bench.report.benchmarks import machine
 from ownmark.models import ModelSpec, load_model, save_model
 from ownmark.serve.api import ModelAPI
 from ownmark.serve.client import RemoteModel
@@ -155,14 +155,14 @@ def render(rows: list[dict[str, Any]], seconds: float, rounds: int = ROUNDS, loa
 
 
 def run_serve_bench(
-    out: str | Path | None,
     *,
     seconds: float = 3.0,
     batches: Sequence[int] = BATCHES,
     rounds: int = ROUNDS,
     say: Callable[[str], None] = lambda _m: None,
 ) -> str:
-    """Start the service in a child process, measure, write the ``serve`` section of ``out``, return it.
+    """Start the service in a child process, measure, return the ``serve`` section (written by
+    :func:`ownmark.bench.report.publish`).
 
     Args:
         seconds: time per (model, batch) measurement, split between the two sides and ``rounds``.
@@ -189,6 +189,4 @@ def run_serve_bench(
             server.join(30)
             if server.is_alive():
                 server.terminate()
-    if out is not None:
-        update_section(out, "serve", text)
     return text

@@ -16,12 +16,11 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-from ownmark.bench.benchmarks_md import machine, update_section
+from ownmark.bench.report.benchmarks import machine
 from ownmark.data import ImageSet
 from ownmark.families.classifier import Context, train_model
 from ownmark.train import TrainConfig, fit, key_seed, make_optimizer
@@ -47,8 +46,8 @@ def bare_fit(model: torch.nn.Module, data: ImageSet, config: TrainConfig, seed: 
     return time.perf_counter() - start
 
 
-def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = lambda _m: None) -> str:
-    """Measure, write ``out`` (Markdown) and return its text."""
+def run_perf(*, repeats: int = 3, say: Callable[[str], None] = lambda _m: None) -> str:
+    """Measure and return the ``foundation`` section (written by :func:`ownmark.bench.report.publish`)."""
     ctx = Context.load("mnist5k", split_seed=0)
     data = ctx.splits.owner
     clean = train_model(ctx.spec("cnn2"), data, seed=0)
@@ -95,9 +94,7 @@ def run_perf(out: str | Path, *, repeats: int = 3, say: Callable[[str], None] = 
             "sequential verification queries vs least possible", f"{seq.queries} vs {least}", seq.queries / least, 1.5
         ),
     ]
-    text = render(rows, repeats, len(data))
-    update_section(out, "foundation", text)
-    return text
+    return render(rows, repeats, len(data))
 
 
 def _row(

@@ -30,8 +30,8 @@ from ownmark.attacks.surrogate import (
     Surrogate,
     SurrogateConfig,
 )
-from ownmark.bench.benchmarks_md import machine, update_section
-from ownmark.bench.plots import to_png
+from ownmark.bench.report.benchmarks import machine
+from ownmark.bench.report.plots import to_png
 from ownmark.data.image2image import load_task
 from ownmark.io import atomic_write_bytes, atomic_write_text, save_json
 from ownmark.models import ModelSpec
@@ -121,9 +121,7 @@ class _Run:
     grid: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def run_bench(
-    cfg: I2IBenchConfig, out: str | Path, *, benchmarks: str | Path | None = None, say: Callable[[str], None] = print
-) -> dict[str, Any]:
+def run_bench(cfg: I2IBenchConfig, out: str | Path, *, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the bench ``cfg``; write results.json, report.md and figures under ``out``; return the results."""
     out = Path(out)
     threads = torch.get_num_threads()
@@ -134,8 +132,6 @@ def run_bench(
         torch.set_num_threads(threads)
     save_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render(results))
-    if benchmarks is not None:
-        update_section(benchmarks, "image2image", render(results, benchmarks_md=True))
     return results
 
 

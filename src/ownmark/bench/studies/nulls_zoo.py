@@ -15,7 +15,7 @@ in a folder, so a long run resumes without training again.
 
 The plug point per family is :data:`ZOOS`: a family name -> a function ``(ctx, owner, specs,
 cache) -> {name: suspect}``. Only the classifier family is implemented here; encoder and
-image-to-image suspects need their own builders (see :mod:`ownmark.bench.validity`).
+image-to-image suspects need their own builders (see :mod:`ownmark.bench.studies.validity`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ownmark.bench.plots import mean, robustness_png, scheme_colors, strength_key, triggers_png, utility_png
+from ownmark.bench.report.plots import mean, robustness_png, scheme_colors, strength_key, triggers_png, utility_png
 from ownmark.errors import ShapeError, check_images
 from ownmark.io import atomic_write_bytes, atomic_write_text
 from ownmark.verify import upper_bound
@@ -108,12 +108,28 @@ def owned_before(row: Row) -> bool:
     return p is None or alpha is None or p <= alpha
 
 
+def attack_key(row: Row) -> str:
+    """The attack a row belongs to: its attack's name, or for a chain the chain's name (``fineprune+ftal``)."""
+    base = str(row.get("attack_label") or row["attack"]).split(" ")[0]
+    return base if "+" in base else row["attack"]
+
+
+def attack_group(attack: str) -> str:
+    """The SoK group of an attack key (:data:`ownmark.attacks.base.GROUPS`; ``other``: no longer registered)."""
+    if "+" in attack:
+        return "combined"
+    from ownmark.attacks import ATTACKS
+
+    return getattr(ATTACKS.get(attack), "group", "other") if attack in ATTACKS.names() else "other"
+
+
 def removal_summary(cells: list[Row]) -> list[Removal]:
-    """One :class:`Removal` per scheme and attack (the unattacked "none" rows excluded)."""
+    """One :class:`Removal` per scheme and attack (the unattacked "none" rows excluded); a chain of
+    attacks counts as its own attack."""
     groups: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in cells:
         if r["attack"] != "none":
-            groups[r["scheme"], r["attack"]].append(r)
+            groups[r["scheme"], attack_key(r)].append(r)
     out = []
     for (scheme, attack), rows in sorted(groups.items()):
         valid = [r for r in rows if owned_before(r)]
@@ -181,6 +197,42 @@ class _Image:
 
 
 Block = _Heading | _Para | _Table | _Image
+
+
+def group_summary(cells: list[Row]) -> dict[tuple[str, str], tuple[int, int]]:
+    """(scheme, attack group) -> (attacks of the group that remove the scheme within ``MAX_COST_POINTS``,
+    attacks of the group tried on marked models the scheme owned)."""
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for m in removal_summary(cells):
+        if m.outcome == "not owned":
+            continue
+        cell = out[m.scheme, attack_group(m.attack)]
+        cell[0] += m.outcome == "removed"
+        cell[1] += 1
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _heatmap_section(cells: list[Row]) -> list[Block]:
+    from ownmark.attacks.base import GROUPS
+    from ownmark.bench.report.plots import heatmap_png
+
+    summary = group_summary(cells)
+    if not summary:
+        return []
+    schemes = sorted({s for s, _ in summary})
+    groups = [g for g in (*GROUPS, "other") if any(g == h for _, h in summary)]
+    counts = [[summary.get((s, g)) for g in groups] for s in schemes]
+    rows = [[s, *(f"{c[0]}/{c[1]}" if c else NA for c in row)] for s, row in zip(schemes, counts, strict=True)]
+    return [
+        _Heading("At a glance: which attack groups remove each watermark"),
+        _Para(
+            f"Per scheme and attack group (after Lukas et al., S&P 2022): how many of the group's attacks remove the "
+            f"mark at some tried strength while costing at most {MAX_COST_POINTS:g} accuracy points, of those tried "
+            "on marked models owned before the attack. 0/n: the mark survives every attack of the group here."
+        ),
+        _Image("heatmap.png", heatmap_png(schemes, groups, counts), "removals per scheme and attack group"),
+        _Table(["scheme", *groups], rows),
+    ]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -268,6 +320,40 @@ def _summary_section(cells: list[Row]) -> list[Block]:
             _fmt(mean(r.get("cost_seconds") for r in g), ".1f"), _fmt(mean(r.get("cost_epochs") for r in g), ".3g"),
             _fmt(mean(r.get("cost_queries") for r in g), ",.0f"),
         ])  # fmt: skip
+    return blocks + [_Table(header, rows)]
+
+
+def _blackbox_section(cells: list[Row], nulls: list[Row]) -> list[Block]:
+    """Black-box verdicts, where the rows carry them (encoders with ``encoder.blackbox``)."""
+    cells = [r for r in cells if r.get("p_black") is not None]
+    nulls = [r for r in nulls if r.get("p_black") is not None]
+    if not cells and not nulls:
+        return []
+    blocks: list[Block] = [
+        _Heading("Black-box verdicts: through a downstream classifier, labels only"),
+        _Para(
+            "Each suspect encoder is deployed as a downstream user would (a linear classifier fitted on the "
+            "attacker's labelled split over its frozen features) and verified from labels alone; nulls are the "
+            "null encoders (and their fine-tuned copies) against every key."
+        ),
+    ]
+    groups: dict[tuple, list[Row]] = defaultdict(list)
+    for r in cells:
+        groups[
+            (r["scheme"], r["attack"] != "none", r["attack"], strength_key(r.get("strength")), r["attack_label"])
+        ].append(r)
+
+    def counts(g: list[Row]) -> list[str]:
+        return [f"{sum(bool(r['owned']) for r in g)}/{len(g)}", f"{sum(bool(r['owned_black']) for r in g)}/{len(g)}"]
+
+    rows = [
+        [scheme, label, *counts(g), _fmt(median(r["p_black"] for r in g), ".2g")]
+        for (scheme, *_, label), g in sorted(groups.items())
+    ]
+    for scheme in sorted({r["scheme"] for r in nulls}):
+        g = [r for r in nulls if r["scheme"] == scheme]
+        rows.append([scheme, "null models", *counts(g), _fmt(min(r["p_black"] for r in g), ".2g")])
+    header = ["scheme", "attack / suspects", "owned white-box", "owned black-box", "median p black (nulls: least)"]
     return blocks + [_Table(header, rows)]
 
 
@@ -377,8 +463,8 @@ def render_report(
         if x.shape[1] not in (1, 3):
             raise ShapeError(f"examples[{name!r}] must have 1 or 3 channels, got shape {tuple(x.shape)}")
     out_dir = Path(out_dir)
-    blocks = _intro(cells, nulls) + _removal_section(cells) + _detection_section(cells, nulls)
-    blocks += _summary_section(cells) + _figure_sections(cells, examples)
+    blocks = _intro(cells, nulls) + _heatmap_section(cells) + _removal_section(cells) + _detection_section(cells, nulls)
+    blocks += _blackbox_section(cells, nulls) + _summary_section(cells) + _figure_sections(cells, examples)
     for b in blocks:
         if isinstance(b, _Image):
             atomic_write_bytes(out_dir / "figures" / b.name, b.png)

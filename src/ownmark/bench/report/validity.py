@@ -1,7 +1,7 @@
 """The validity benchmark's report: false-claim rates with Clopper-Pearson bounds, the empirical CDF
 of null p-values against the diagonal, the markdown section, and the rows as JSON and CSV.
 
-Rows come from :mod:`ownmark.bench.validity`: one per (scheme, test, key draw, suspect), with
+Rows come from :mod:`ownmark.bench.studies.validity`: one per (scheme, test, key draw, suspect), with
 ``role`` ``null`` (a suspect made without the secret), ``marked`` or ``attacked``, and ``p_value``.
 """
 
@@ -132,7 +132,7 @@ def ecdf_figure(rows: list[Row]) -> bytes:
     """PNG: empirical CDF of the null p-values per (scheme, test) against the diagonal, log-log."""
     from matplotlib.figure import Figure
 
-    from ownmark.bench.plots import to_png
+    from ownmark.bench.report.plots import to_png
 
     groups: dict[str, list[float]] = defaultdict(list)
     for row in rows:
@@ -188,7 +188,8 @@ def validity_section(
         f"## Validity ({_PLURAL.get(family, family + 's')}): verdicts on models made without the secret",
         "",
         "Null p-values of each scheme's test over key draws (`draw_key`) x suspects made without the secret "
-        "(`ownmark.bench.nulls_zoo`, `ownmark.bench.validity_families`). A valid test is claimed at most alpha "
+        "(`ownmark.bench.studies.nulls_zoo`, `ownmark.bench.studies.validity_families`). A valid test is claimed at "
+        "most alpha "
         "of the time; `valid` fails when the "
         "Clopper-Pearson interval of the overall or of the worst suspect's false-claim rate lies above alpha (lower "
         "bounds at a Bonferroni level over alphas x suspects, so an exact test is flagged at most 5% of the time). "

@@ -168,3 +168,24 @@ def triggers_png(examples: dict[str, torch.Tensor]) -> bytes | None:
             ax.set_yticks([])
         row[0].set_ylabel(name)
     return to_png(fig)
+
+
+def heatmap_png(schemes: list[str], groups: list[str], counts: list[list[tuple[int, int] | None]]) -> bytes:
+    """Scheme x attack group: the share of the group's attacks that remove the mark, each cell labelled
+    ``removed/tried`` (grey where the group was not tried on the scheme)."""
+    import matplotlib
+    import numpy as np
+
+    share = np.array([[c[0] / c[1] if c and c[1] else np.nan for c in row] for row in counts], dtype=float)
+    fig = Figure(figsize=(1.4 * len(groups) + 2.2, 0.45 * len(schemes) + 1.4))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="#dddddd")
+    ax.imshow(np.ma.masked_invalid(share), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_yticks(range(len(schemes)), schemes)
+    for i, row in enumerate(counts):
+        for j, c in enumerate(row):
+            ax.text(j, i, f"{c[0]}/{c[1]}" if c else "-", ha="center", va="center", fontsize=9)
+    ax.set_title("attacks that remove the mark (<= 5 points) / attacks tried")
+    fig.tight_layout()
+    return to_png(fig)

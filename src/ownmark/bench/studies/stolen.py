@@ -7,7 +7,7 @@ encoder pre-trained on the same surrogate images with the same compute (PA), a r
 then the queries needed to reach SA >= 0.9 TA, a sweep of the API-side defenses (utility left to
 legitimate users against SA under the defense), and the theft of an AWEncoder-marked encoder with
 white-box and black-box verification of the stolen copy. It writes ``stolen.json``,
-``stolen.md`` with its figures, and the ``stolenencoder`` section of BENCHMARKS.md.
+``stolen.md`` with its figures; the report package writes the ``stolenencoder`` section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ownmark.attacks.encoder_eval import (
     surrogate_pretrained,
 )
 from ownmark.attacks.stolen_encoder import StolenEncoder, StolenEncoderConfig, surrogate_images
-from ownmark.bench.benchmarks_md import machine, update_section
+from ownmark.bench.report.benchmarks import machine
 from ownmark.data import Splits, load_dataset, make_splits
 from ownmark.defenses import parse_defense
 from ownmark.errors import ConfigError
@@ -222,12 +222,11 @@ def run_stolen_bench(
     out: str | Path,
     config: StolenBenchConfig = StolenBenchConfig(),
     *,
-    benchmarks: str | Path | None = "BENCHMARKS.md",
     say: Callable[[str], None] = log.info,
 ) -> dict[str, Any]:
-    """Run the bench; write ``stolen.json`` and ``stolen.md`` (+ figures) under ``out`` and the
-    ``stolenencoder`` section of ``benchmarks`` (None: skip it). Returns the results."""
-    from ownmark.bench.stolen_report import checks, markdown, section
+    """Run the bench; write ``stolen.json`` and ``stolen.md`` (+ figures) under ``out``; return the results
+    (:func:`ownmark.bench.report.stolen.section` renders the ``stolenencoder`` section of BENCHMARKS.md)."""
+    from ownmark.bench.report.stolen import checks, markdown
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +252,4 @@ def run_stolen_bench(
     results["seconds"] = time.perf_counter() - start
     save_json(out / "stolen.json", results)
     atomic_write_text(out / "stolen.md", markdown(results, out))
-    if benchmarks is not None:
-        update_section(benchmarks, "stolenencoder", section(results, out))
     return results

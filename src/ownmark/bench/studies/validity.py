@@ -4,7 +4,7 @@ A verdict promises that a model made without the owner's secret is judged OWNED 
 most alpha (METHODS.md, "What a verdict promises"; issue 14). The benchmark measures that promise
 instead of assuming it: per scheme it draws many keys by the scheme's own procedure
 (``scheme.draw_key``, which draws the key ``embed`` would, without training a marked model), verifies
-every key against every suspect of a null zoo (:mod:`ownmark.bench.nulls_zoo`: other seeds and
+every key against every suspect of a null zoo (:mod:`ownmark.bench.studies.nulls_zoo`: other seeds and
 architectures, the attacker's split, fine-tuned nulls, the owner's unmarked model, constant and
 label-biased answerers, surrogates distilled from the unmarked model in and out of distribution,
 scikit-learn models), and collects ``decide(scheme.detect(suspect, key)).p_value``. For a valid
@@ -22,8 +22,8 @@ A test may be added beside a scheme's own ``detect`` to show the benchmark catch
 binomial against ``p0 = 1/K`` (the trigger-set evidence of the old FCW and of the baselines), which
 any model that reads fused or patched images as one label defeats.
 
-Families: classifiers (:mod:`ownmark.bench.nulls_zoo`: FCW, content, noise, unrelated, PTYNet),
-encoders and image-to-image networks (:mod:`ownmark.bench.validity_families`: AWEncoder's secret
+Families: classifiers (:mod:`ownmark.bench.studies.nulls_zoo`: FCW, content, noise, unrelated, PTYNet),
+encoders and image-to-image networks (:mod:`ownmark.bench.studies.validity_families`: AWEncoder's secret
 variant over 200 key draws on the owner's clean encoder; deep output watermarking over 200 secrets
 spread across a few trained extractors, since the extractor never reads the secret). Each family
 is one preset (``default``, ``encoder``, ``image2image``; ``tiny*`` for tests). Keys of the
@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ownmark.bench.validity_report import (  # noqa: F401  (re-exported: the report's functions)
+from ownmark.bench.report.validity import (  # noqa: F401  (re-exported: the report's functions)
     ALPHAS,
     clopper_pearson,
     ecdf_excess,
@@ -295,7 +295,7 @@ class Setting:
 
 
 def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
-    from ownmark.bench.nulls_zoo import build_classifier_zoo, classifier_specs, fine_tuned
+    from ownmark.bench.studies.nulls_zoo import build_classifier_zoo, classifier_specs, fine_tuned
     from ownmark.families.classifier import CLEAN_TRAINING, Context, train_model
 
     ctx = Context.load(settings.dataset, settings.split_seed)
@@ -311,7 +311,7 @@ def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
 
 
 def _encoder_setting(settings: ValiditySettings, models: Path) -> Setting:
-    from ownmark.bench.validity_families import encoder_zoo
+    from ownmark.bench.studies.validity_families import encoder_zoo
     from ownmark.families.classifier import Context
     from ownmark.families.encoder import train_encoder
     from ownmark.train import Engine
@@ -329,7 +329,7 @@ def _encoder_setting(settings: ValiditySettings, models: Path) -> Setting:
 
 
 def _i2i_setting(settings: ValiditySettings, models: Path) -> Setting:
-    from ownmark.bench.validity_families import i2i_zoo, train_target
+    from ownmark.bench.studies.validity_families import i2i_zoo, train_target
     from ownmark.data.image2image import load_task
 
     splits = load_task(settings.dataset, split_seed=settings.split_seed)
@@ -426,9 +426,9 @@ def make_scheme(spec: dict[str, Any], label: str, family: str = "classifier", *,
 
 def draw_keys(settings: ValiditySettings, scheme: Any, setting: Setting, seeds: list[int]) -> list[Key]:
     """The key draws of one scheme: ``draw_key`` per seed, or for deep output watermarking a few
-    trained extractors with redrawn secrets (:func:`ownmark.bench.validity_families.deepwm_keys`)."""
+    trained extractors with redrawn secrets (:func:`ownmark.bench.studies.validity_families.deepwm_keys`)."""
     if getattr(scheme, "key_draw_trains", False):
-        from ownmark.bench.validity_families import deepwm_keys
+        from ownmark.bench.studies.validity_families import deepwm_keys
 
         return deepwm_keys(scheme, setting.owner, setting.owner_data, seeds, extractors=settings.extractors)
     return [draw_key(scheme, setting.owner, setting.owner_data, seed=s) for s in seeds]
