@@ -398,6 +398,9 @@ def _bad_inputs(tmp: Path, art: Artefacts) -> list[tuple[tuple[object, ...], str
         (("verify", "--model", art.marked, "--key", no_meta), "do not match their SHA-256 digest"),
         (("train", "--out", tmp / "m", "--dataset", f"folder:{broken}"), "cannot read image"),
         (("bench", "run", "--config", bench_cfg, "--workdir", tmp / "b"), "seeds"),
+        (("attack", "trigger-detect", "--model", art.marked, "--out", tmp / "td"), "not one model file"),
+        (("attack", "enc-purify", "--model", art.marked, "--out", tmp / "ep"), "verify --transform enc-purify"),
+        (("bench", "run", "--preset", "smoke", "--gpus", "1", "--workdir", tmp / "g"), "add --accelerator cuda"),
     ]
 
 

@@ -325,6 +325,11 @@ def attack(
             f"{name} transforms the suspect's inputs at verification time and changes no weights; "
             f"use `ownmark verify --transform {name} --set key=value`"
         )
+    if getattr(cls, "query_time", False):
+        raise ConfigError(
+            f"{name} deploys the victim behind a component it trains (at query time), which is not one model file; "
+            f"run it in a bench (`ownmark bench run --preset full`) or from Python (`om.create_attack({name!r})`)"
+        )
     config = resolve_config(cls, preset, _sets(sets))
     if model and target_url:
         raise ConfigError("name one victim: --model PATH or --target-url URL, not both")
@@ -375,7 +380,11 @@ def verify(
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
     sequential: Annotated[bool, typer.Option(help="Query triggers one by one; stop when decisive.")] = False,
     transform: Annotated[
-        str | None, typer.Option(help="Input transform applied to every query: noise, blur, flip or jpeg.")
+        str | None,
+        typer.Option(
+            help="Input transform applied to every query: noise, blur, flip, jpeg, squeeze, median, mean, occlusion "
+            "or enc-purify."
+        ),
     ] = None,
     sets: Sets = None,
     blackbox: Annotated[
@@ -684,26 +693,46 @@ def demo(
 def bench_run(
     preset: Annotated[
         str | None,
-        typer.Option(help="quick (this CPU), full (quick + preprocessing and quantization), smoke or paper (GPU)."),
+        typer.Option(
+            help="quick (this CPU), full (every attack), smoke, paper (GPU), awencoder, image2image, ablations, "
+            "awencoder-smoke, image2image-smoke."
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML or TOML matrix config (may name a preset).")] = None,
     workdir: Annotated[Path | None, typer.Option(help="Folder for models, keys and results.sqlite.")] = None,
     executor: Annotated[str, typer.Option(help="serial, local (worker processes) or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs for a local Ray instance.")] = 2,
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
+    accelerator: Annotated[
+        str | None,
+        typer.Option(help="Run every task on this accelerator (cpu, cuda, gpu, auto); default: the config's."),
+    ] = None,
+    gpus: Annotated[
+        int,
+        typer.Option(help="GPUs the workers share: local gives each worker one in turn, Ray a share per task.", min=0),
+    ] = 0,
 ) -> None:
-    """Run the matrix scheme x attack x seed (classifier and encoder schemes); a re-run skips stored cells."""
+    """Run the matrix scheme x attack x seed (every family); a re-run skips stored cells."""
     _outputs((workdir, "--workdir", "folder"))
+    import dataclasses
+
     from ownmark.bench.executors import make_executor
     from ownmark.bench.plan import load_config
     from ownmark.bench.run import run_matrix
 
     cfg = load_config(preset, config)
+    if accelerator is not None:
+        from ownmark.train import Engine
+
+        Engine(accelerator=accelerator)  # refuses an unknown one, or cuda where there is no GPU
+        cfg = dataclasses.replace(cfg, accelerator=accelerator)
+    if gpus and cfg.accelerator == "cpu":
+        raise ConfigError("--gpus places workers on GPUs; add --accelerator cuda (or auto)")
     workdir = workdir or Path("runs") / "bench" / cfg.name
     written = run_matrix(
         cfg,
         workdir,
-        executor=make_executor(executor, workers=workers, address=address),
+        executor=make_executor(executor, workers=workers, address=address, gpus=gpus),
         executor_name=executor,
         workers=workers,
         say=lambda m: console.print(f"[dim]{m}[/]"),

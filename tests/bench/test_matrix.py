@@ -291,3 +291,33 @@ def test_a_chained_attack_entry_runs_its_stages_in_order() -> None:
         MatrixConfig.from_dict(
             {"name": "x", "schemes": {"fcw": {}}, "attacks": [{"name": "prune", "then": [{"name": "nope"}]}]}
         )
+
+
+def test_ablation_preset_meets_each_variant_with_its_defaults_attacks() -> None:
+    """Issue 17 item 4: FCW without masking and with invisible fusion, PTYNet's three background
+    strategies, deepwm without its second stage, each under exactly its default's attack settings."""
+    cfg = load_config("ablations")
+    labels: dict[str, set[str]] = {}
+    for scheme, label, _setting, _seed in cfg.cells():
+        labels.setdefault(scheme, set()).add(label)
+    pairs = {"fcw": ("fcw-no-mask", "fcw-invisible"), "ptynet": ("ptynet-multi", "ptynet-generated"),
+             "deepwm": ("deepwm-one-stage",)}  # fmt: skip
+    for default, variants in pairs.items():
+        for variant in variants:
+            assert labels[variant] == labels[default], variant
+    assert {"strip", "ft-target", "trigger-detect", "squeeze bits=1"} <= labels["ptynet-generated"]
+    assert cfg.schemes["deepwm-one-stage"]["set"] == {"surrogate_epochs": 0} and cfg.seeds == (0, 1)
+
+
+def test_a_file_narrowing_a_presets_schemes_keeps_the_attacks_that_fit_them(tmp_path: Path) -> None:
+    path = tmp_path / "bench.yaml"
+    path.write_text("preset: full\nseeds: [0]\nschemes:\n  fcw: {}\n")
+    cfg = load_config(path=path)
+    names = {setting["name"] for _scheme, _label, setting, _seed in cfg.cells()}
+    assert {"ftal", "trigger-detect", "neural-laundering", "squeeze"} <= names
+    assert not names & {"enc-finetune", "surrogate", "strip", "enc-purify", "output-squeeze"}
+    detectors = [a for a in cfg.attacks if a["name"] == "trigger-detect"]
+    assert detectors == [{"name": "trigger-detect", "schemes": ["fcw"], "set": {"scheme": "fcw"}}]
+    path.write_text("preset: full\nschemes:\n  fcw: {}\nattacks:\n  - {name: enc-ssl}\n")  # own attacks: checked
+    with pytest.raises(ConfigError, match="enc-ssl"):
+        load_config(path=path)

@@ -67,3 +67,35 @@ def test_augmentation_moves_inputs_and_targets_together() -> None:
         assert torch.allclose(b, a * 0.5)
         changed += not torch.equal(a, x)
     assert changed >= 4
+
+
+def test_output_squeeze_rounds_every_output_to_its_levels() -> None:
+    from ownmark.attacks.surrogate import OutputSqueezeConfig
+
+    victim = seeded(ModelSpec("conv3", 3, 3, 16, family="image2image").build, 0).eval()
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    squeezed, cost = ATTACKS.get("output-squeeze")(OutputSqueezeConfig(bits=2))(victim, x, seed=0)
+    with torch.no_grad():
+        levels = squeezed(x) * 3
+    assert torch.allclose(levels, levels.round(), atol=1e-5) and cost.details == {"bits": 2}
+    for bad in (0, 9, 2.5, True):
+        with pytest.raises(ConfigError, match="bits"):
+            OutputSqueezeConfig(bits=bad)
+
+
+def test_overwrite_embeds_the_thiefs_deepwm_into_an_image_to_image_victim() -> None:
+    from ownmark.attacks.overwrite import OverwriteConfig
+    from ownmark.families import FAMILIES
+
+    victim, data = FAMILIES.get("image2image").toy()
+    before = {k: v.clone() for k, v in victim.state_dict().items()}
+    tiny = "embedder=conv3,extractor=conv3,surrogate_epochs=0,n_probe=8,w_adv=0,extractor_epochs=0,n_bits=16"
+    attacked, cost = ATTACKS.get("overwrite")(OverwriteConfig(scheme="deepwm", epochs=1, settings=tiny))(
+        victim, data, seed=0
+    )
+    assert all(torch.equal(before[k], v) for k, v in victim.state_dict().items())
+    assert cost.details["scheme"] == "deepwm" and attacked.spec.family == "image2image"
+    with torch.no_grad():
+        assert attacked(data.x[:2]).shape == victim(data.x[:2]).shape
+    with pytest.raises(ConfigError, match="victim's family"):  # a classifier scheme on an image-to-image model
+        ATTACKS.get("overwrite")(OverwriteConfig(scheme="fcw", epochs=1))(victim, data, seed=0)

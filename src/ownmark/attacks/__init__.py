@@ -1,6 +1,7 @@
 """Removal and extraction attacks; importing this package registers every attack."""
 
 from ownmark.attacks import (  # noqa: F401  (registers)
+    adaptive,
     art_extraction,
     chain,
     cleanse,

@@ -1,7 +1,8 @@
 """Overwriting: the thief embeds a watermark of its own into the copy it stole.
 
-The attacker runs a watermarking scheme (any registered classifier scheme, FCW by default) on the
-victim with the attacker's data and a seed of its own, and keeps the marked model; the key it makes
+The attacker runs a watermarking scheme of the victim's family (any registered classifier scheme, FCW
+by default; deep output watermarking on an image-to-image network) on the victim with the attacker's
+data and a seed of its own, and keeps the marked model; the key it makes
 is the attacker's and is thrown away here. The second embedding fine-tunes the whole network, which
 can weaken the owner's mark, and lets the thief claim the model too: a verdict must still name the
 owner. Written here on top of ownmark's own schemes (no library offers it).
@@ -25,8 +26,7 @@ from ownmark.train import Engine, key_seed
 
 OVERWRITE_STREAM = 0x4F565257
 
-
-VICTIM_FAMILY = "classifier"  # the attacker embeds a classifier scheme into a classifier
+FAMILIES_OVERWRITTEN = ("classifier", "image2image")  # a scheme of the victim's own family is embedded
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class OverwriteConfig:
         from ownmark.watermarks import WATERMARKS
 
         cls = WATERMARKS.get(self.scheme)  # an unknown name is refused with the known ones
-        if getattr(cls, "family", "classifier") != VICTIM_FAMILY:
+        if getattr(cls, "family", "classifier") not in FAMILIES_OVERWRITTEN:
             raise ConfigError(
-                f"OverwriteConfig.scheme {self.scheme!r} marks {cls.family} models; overwrite a classifier with "
-                "a classifier scheme (fcw, content, noise, unrelated, ptynet)"
+                f"OverwriteConfig.scheme {self.scheme!r} marks {cls.family} models; overwrite a classifier with a "
+                "classifier scheme (fcw, content, noise, unrelated, ptynet) or an image-to-image network with deepwm"
             )
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
             raise ConfigError(f"OverwriteConfig.epochs must be an int >= 0 (0: the preset's), got {self.epochs!r}")
@@ -79,7 +79,7 @@ class Overwrite:
 
     access = "white-box"
     group = "modification"
-    families = ("classifier",)
+    families = FAMILIES_OVERWRITTEN
     config_class = OverwriteConfig
     presets: dict = {}
 
@@ -101,7 +101,15 @@ class Overwrite:
     def __call__(
         self, model: nn.Module, data: ImageSet, *, seed: int, engine: Engine = Engine()
     ) -> tuple[nn.Module, Cost]:
+        from ownmark.families import family_of
+
         scheme, cost = self.scheme(), Cost()
+        victim_family = family_of(model).name
+        if getattr(scheme, "family", "classifier") != victim_family:
+            raise ConfigError(
+                f"overwrite: the victim is a {victim_family} model and {self.config.scheme!r} marks "
+                f"{getattr(scheme, 'family', 'classifier')} models; set scheme= to a scheme of the victim's family"
+            )
         with timed(cost):
             attacked, _attackers_key = scheme.embed(model, data, seed=key_seed(seed, OVERWRITE_STREAM), engine=engine)
         cost.epochs = float(getattr(scheme.config, "epochs", 0))

@@ -113,6 +113,7 @@ class InputReconstruct:
     """
 
     access = "black-box"  # the thief only controls what reaches the model
+    query_time = True  # the result is the victim behind a trained autoencoder, not one set of weights
     group = "preprocessing"
     families = ("classifier",)
     config_class = ReconstructConfig

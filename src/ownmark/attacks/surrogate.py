@@ -128,6 +128,17 @@ class OutputJpegConfig:
             raise ConfigError(f"OutputJpegConfig.quality must be an int, got {self.quality!r}")
 
 
+@dataclass(frozen=True)
+class OutputSqueezeConfig:
+    """Every output rounded to ``bits`` bits per channel (2**bits levels), 1-8."""
+
+    bits: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 8:
+            raise ConfigError(f"OutputSqueezeConfig.bits must be an int in 1..8, got {self.bits!r}")
+
+
 class PerturbedOutputs(nn.Module):
     """A victim whose outputs pass through ``perturb`` (N, C, H, W) -> (N, C, H, W)."""
 
@@ -200,3 +211,23 @@ class OutputJpeg:
     def __call__(self, model: nn.Module, data: Any, *, seed: int, **_engine: Any) -> tuple[nn.Module, Cost]:
         quality = self.config.quality
         return PerturbedOutputs(model, lambda y: jpeg(y, quality)).eval(), Cost(details={"quality": quality})
+
+
+@ATTACKS.register("output-squeeze")
+class OutputSqueeze:
+    """Bit-depth reduction of the victim's outputs (the output-side analogue of the SoK's input quantization;
+    an API-side perturbation, the victim is unchanged): a residual mark fainter than one level is rounded away."""
+
+    access = "black-box"
+    group = "preprocessing"
+    families = ("image2image",)
+    config_class = OutputSqueezeConfig
+    presets: dict = {}
+
+    def __init__(self, config: OutputSqueezeConfig = OutputSqueezeConfig()) -> None:
+        self.config = config
+
+    def __call__(self, model: nn.Module, data: Any, *, seed: int, **_engine: Any) -> tuple[nn.Module, Cost]:
+        from ownmark.attacks.preprocess import BitDepth
+
+        return PerturbedOutputs(model, BitDepth(self.config.bits)).eval(), Cost(details={"bits": self.config.bits})

@@ -229,10 +229,27 @@ def load_config(preset: str | None = None, path: str | Path | None = None) -> Ma
     if preset is not None:
         if preset not in PRESETS:
             raise UnknownNameError(f"no bench preset named {preset!r}; known: {', '.join(sorted(PRESETS))}")
+        own = raw
         raw = {**PRESETS[preset], **raw}
+        if "schemes" in own and "attacks" not in own and isinstance(own["schemes"], dict) and own["schemes"]:
+            raw["attacks"] = fitting_attacks(PRESETS[preset]["attacks"], own["schemes"])
     if not raw:
         raise ConfigError("give a bench --preset (quick, paper) or a --config file")
     return MatrixConfig.from_dict(raw)
+
+
+def fitting_attacks(attacks: list[AttackSpec], schemes: dict[str, Any]) -> list[AttackSpec]:
+    """The entries of a preset's attack list that meet at least one of ``schemes`` (a file that narrows a
+    preset's schemes keeps the preset's attacks for them, not those of families or schemes it dropped)."""
+    families = {scheme_family(schemes, name) for name in schemes}
+    kept = []
+    for spec in attacks:
+        if "schemes" in spec:
+            if set(spec["schemes"]) & set(schemes):
+                kept.append({**spec, "schemes": [n for n in spec["schemes"] if n in schemes]})
+        elif set(attack_families(spec)) & families:
+            kept.append(spec)
+    return kept
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 
 from ownmark.data.imageset import ImageSet
 from ownmark.errors import ConfigError
+from ownmark.types import Splits
 
 PARTS = ("owner", "attacker", "test")
-
-
-@dataclass(eq=False)
-class Splits:
-    """Three disjoint parts of one dataset.
-
-    The owner trains and watermarks on ``owner``, an attacker (fine-tuning, distilling, stealing)
-    works on ``attacker``, and accuracy is measured on ``test``; no image is in two parts.
-
-    Args:
-        indices: ``"owner"``, ``"attacker"``, ``"test"`` -> int64 positions of that part's images
-            in the full dataset, in the part's order.
-    """
-
-    owner: ImageSet
-    attacker: ImageSet
-    test: ImageSet
-    indices: dict[str, torch.Tensor] = field(repr=False)
 
 
 def make_splits(data: ImageSet, *, seed: int, fractions: tuple[float, float, float] = (0.5, 0.3, 0.2)) -> Splits:

@@ -2,51 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
-from ownmark.core import Evidence
 from ownmark.errors import ConfigError
+from ownmark.types import Evidence, Verdict
 from ownmark.verify.tests import binomial_pvalue, reaches
 
 DEFAULT_ALPHA = 0.01
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A statistical decision about a suspect model.
-
-    Attributes:
-        statistic: the test statistic (matches k for trigger sets).
-        n: number of verification queries the statistic is over.
-        p0: null match probability used.
-        p_value: the test's p-value.
-        alpha: significance level.
-        owned: True when p_value <= alpha (the suspect is judged to carry the owner's mark).
-        queries: queries spent on the suspect.
-        test: name of the test.
-        null_hypothesis: the null hypothesis in words.
-        smallest_p: the smallest p-value the test can give (None where it is not bounded away from 0,
-            e.g. the exact binomial test, whose smallest p is p0 ** n).
-    """
-
-    statistic: float
-    n: int
-    p0: float
-    p_value: float
-    alpha: float
-    owned: bool
-    queries: int
-    test: str
-    null_hypothesis: str
-    smallest_p: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def decision(self) -> str:
-        return "OWNED" if self.owned else "not verified"
 
 
 def check_alpha(alpha: float) -> None:

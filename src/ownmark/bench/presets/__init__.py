@@ -4,7 +4,8 @@
 ``paper`` (a GPU); per family in depth: ``awencoder`` (the encoder bench's grid: both AWEncoder
 triggers, downstream fine-tuning at seven settings, pruning, continued SSL, null encoders, white- and
 black-box verdicts) and ``image2image`` (deep output watermarking in both forms against the surrogate
-matrix of three architectures x four losses and output perturbations).
+matrix of three architectures x four losses and output perturbations); ``ablations`` (each design variant
+of FCW, PTYNet and deepwm beside its default, under the same attacks).
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ _MORE_ATTACKS: list[dict[str, Any]] = [
         "set": {"budget": 1500, "epochs": 5, "member_archs": "lenet,cnn2"},
     },
     {"name": "input-reconstruct", "families": ["classifier"], "sweep": {"bottleneck": [16, 32]}},
+    # adaptive attacks (the thief knows the method, not the key): a detector of the method's own triggers in front
+    # of the stolen classifier (each scheme meets the detector built for it), a purifier sized to AWEncoder's budget
+    *({"name": "trigger-detect", "schemes": [name], "set": {"scheme": name}} for name in CLASSIFIER_SCHEMES),
+    {"name": "enc-purify", "families": ["encoder"]},
+    # image-to-image analogues: outputs at fewer bits, the thief's own deepwm, training on purified outputs
+    {"name": "output-squeeze", "sweep": {"bits": [6, 4]}},
+    {"name": "overwrite", "label": "overwrite-deepwm", "families": ["image2image"], "set": {"scheme": "deepwm"}},
+    {"name": "output-jpeg", "label": "purified-surrogate", "set": {"quality": 50}, "then": [{"name": "surrogate"}]},
     # IBM ART's Knockoff Nets beside ownmark's distillation (same budget and training)
     {"name": "knockoff", "families": ["classifier"], "set": {"budget": 1500, "epochs": 5}},
     {
@@ -125,6 +134,7 @@ _ENCODER_ATTACKS: list[dict[str, Any]] = [
     {"name": "prune", "families": ["encoder"], "sweep": {"amount": [0.3, 0.5, 0.7]}},
     {"name": "enc-ssl"},
     {"name": "quantize", "families": ["encoder"], "sweep": {"bits": [8, 4]}},
+    {"name": "enc-purify"},  # adaptive: an input purifier sized to the known budget eps
 ]
 # the image-to-image bench's surrogate matrix and output perturbations (`ownmark bench image2image`)
 _I2I_ATTACKS: list[dict[str, Any]] = [
@@ -140,6 +150,11 @@ _I2I_ATTACKS: list[dict[str, Any]] = [
     {"name": "surrogate", "label": "surrogate-augmented", "set": {"arch": "unet", "loss": "l2", "augment": True}},
     {"name": "output-noise", "sweep": {"std": [0.01, 0.02, 0.05]}},
     {"name": "output-jpeg", "sweep": {"quality": [90, 75, 50]}},
+    {"name": "output-squeeze", "sweep": {"bits": [6, 4]}},
+    # the thief embeds its own deep output watermark into the stolen network (the SoK's overwriting)
+    {"name": "overwrite", "label": "overwrite-deepwm", "families": ["image2image"], "set": {"scheme": "deepwm"}},
+    # adaptive: the thief knows the mark rides in the outputs' fine residual and trains on purified outputs
+    {"name": "output-jpeg", "label": "purified-surrogate", "set": {"quality": 50}, "then": [{"name": "surrogate"}]},
 ]
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -231,5 +246,44 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"name": "surrogate", "set": {"arch": "conv3", "epochs": 2}},
         ],  # fmt: skip
         "image2image": {"epochs": 6, "nulls": [["conv3", 301, "attacker"]]},
+    },
+    "ablations": {  # the seeds' design claims under one attack set: each variant beside its method's default
+        "name": "ablations",
+        "dataset": "mnist5k",
+        "arch": "cnn2",
+        "seeds": [0, 1],
+        "schemes": {
+            "fcw": {},
+            "fcw-no-mask": {"scheme": "fcw", "preset": "no-mask"},
+            "fcw-invisible": {"scheme": "fcw", "preset": "invisible"},
+            "ptynet": {},
+            "ptynet-multi": {"scheme": "ptynet", "preset": "multi"},
+            "ptynet-generated": {"scheme": "ptynet", "preset": "generated"},
+            "deepwm": {},
+            "deepwm-one-stage": {"scheme": "deepwm", "set": {"surrogate_epochs": 0}},
+        },  # fmt: skip
+        "attacks": [
+            {"name": "none"},
+            {"name": "ftal", "set": {"epochs": 3}, "sweep": {"lr": [0.001, 0.01, 0.05]}},
+            {"name": "ftal", "label": "ftal-adam", "set": {"epochs": 3, "optimizer": "adam", "lr": 0.001}},
+            {"name": "rtal", "set": {"epochs": 3}},
+            {"name": "prune", "families": ["classifier"], "sweep": {"amount": [0.3, 0.5, 0.7, 0.9]}},
+            {"name": "fineprune", "set": {"amount": 0.7, "epochs": 2}},
+            {"name": "distill", "label": "distill-probs", "set": {"output": "probs", "epochs": 5, "budget": 1500}},
+            {"name": "squeeze", "sweep": {"bits": [1, 3]}},
+            {"name": "jpeg", "sweep": {"quality": [50]}},
+            *(
+                {"name": attack, "schemes": ["ptynet", "ptynet-multi", "ptynet-generated"]}
+                for attack in ("strip", "ft-target")
+            ),
+            *(
+                {"name": "trigger-detect", "schemes": [name], "set": {"scheme": name.split("-")[0]}}
+                for name in ("fcw", "fcw-no-mask", "fcw-invisible", "ptynet", "ptynet-multi", "ptynet-generated")
+            ),
+            {"name": "surrogate", "sweep": {"arch": ["encdec", "unet"]}},
+            {"name": "output-jpeg", "set": {"quality": 75}},
+        ],  # fmt: skip
+        "nulls": {"archs": ["cnn2", "lenet"], "seeds": 10, "attacker_model": True},
+        "null_training": {"epochs": 6},
     },
 }
