@@ -73,6 +73,14 @@ class Trigger:
         return self.mask * self.pattern + (1 - self.mask) * x
 
 
+def reverse_engineer_all(model: nn.Module, data: ImageSet, cfg: NeuralCleanseConfig, seed: int) -> list[Trigger]:
+    """One reverse-engineered trigger per class, searched on a frozen copy of ``model`` (left as it is)."""
+    frozen = copy.deepcopy(model).eval()
+    for param in frozen.parameters():
+        param.requires_grad_(False)
+    return [reverse_engineer(frozen, data, t, cfg, seed) for t in range(data.num_classes)]
+
+
 def reverse_engineer(model: nn.Module, data: ImageSet, target: int, cfg: NeuralCleanseConfig, seed: int) -> Trigger:
     """The smallest trigger found that sends ``data``'s images of other classes to ``target``."""
     others = data.x[data.y != target]
@@ -141,10 +149,7 @@ class NeuralCleanse:
     ) -> tuple[nn.Module, Cost]:
         cfg, attacked, cost = self.config, copy.deepcopy(model), Cost()
         with timed(cost):
-            frozen = copy.deepcopy(model).eval()
-            for param in frozen.parameters():
-                param.requires_grad_(False)
-            triggers = [reverse_engineer(frozen, data, t, cfg, seed) for t in range(data.num_classes)]
+            triggers = reverse_engineer_all(model, data, cfg, seed)
             best = min(triggers, key=lambda tr: tr.norm)
             g = torch.Generator().manual_seed(key_seed(seed, CLEANSE_STREAM))
             idx = torch.randperm(len(data), generator=g)[: max(1, round(cfg.stamp_share * len(data)))]

@@ -17,7 +17,7 @@ hook on the output layer's input, so the same code serves any classifier whose o
 last ``nn.Linear`` (an injected PTYNet model included); the rest is ownmark's training loop.
 
 ``neural-laundering`` (Aiken et al.): reconstruct the watermark trigger with Neural Cleanse's
-search (:func:`ownmark.attacks.cleanse.reverse_engineer`, imported, for every class; the
+search (:func:`ownmark.attacks.cleanse.reverse_engineer_all`, imported: every class; the
 ``n_triggers`` smallest masks are taken as the watermark's); compare each hidden convolutional and
 fully connected layer's mean rectified output ``max(0, z)`` (its activation where a ReLU follows,
 as in cnn2 and lenet) on attacker images with and without the trigger; reset (zero the incoming
@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ownmark.attacks.base import ATTACKS, timed
-from ownmark.attacks.cleanse import NeuralCleanseConfig, Trigger, anomaly_index, reverse_engineer
+from ownmark.attacks.cleanse import NeuralCleanseConfig, Trigger, anomaly_index, reverse_engineer_all
 from ownmark.attacks.finetune import FineTuneConfig, last_linear, reinitialise, train_only
 from ownmark.config import Preset
 from ownmark.core import Cost
@@ -298,11 +298,7 @@ class NeuralLaundering:
     ) -> tuple[nn.Module, Cost]:
         cfg, attacked, cost = self.config, copy.deepcopy(model), Cost()
         with timed(cost):
-            frozen = copy.deepcopy(model).eval()
-            for param in frozen.parameters():
-                param.requires_grad_(False)
-            search = cfg.search_config()
-            triggers = [reverse_engineer(frozen, data, t, search, seed) for t in range(data.num_classes)]
+            triggers = reverse_engineer_all(model, data, cfg.search_config(), seed)
             chosen = sorted(triggers, key=lambda tr: tr.norm)[: cfg.n_triggers]
             reset = self.reset(attacked, data, chosen, seed)
             train = self.stamped(data, chosen, seed)
