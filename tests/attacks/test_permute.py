@@ -42,3 +42,18 @@ def test_an_ownmark_verdict_does_not_move(toy_victim) -> None:
 def test_non_sequential_networks_are_refused() -> None:
     with pytest.raises(ConfigError, match="handles sequential networks"):
         ATTACKS.get("feature-permute")()(ModelSpec("resnet-s", 1, 10, 28).build(), None, seed=0)
+
+
+def test_an_injected_model_is_permuted_network_by_network() -> None:
+    """A PTYNet victim: the target and the proprietary net are each permuted, the injected answers unchanged."""
+    from ownmark.models import ModelSpec
+    from ownmark.models.injected import InjectedModel
+
+    torch.manual_seed(0)
+    injected = InjectedModel(ModelSpec("cnn2", 3, 4, 16).build(), ModelSpec("cnn2", 3, 2, 16).build(), [1], 1.5, 4)
+    injected.eval()
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    attacked, cost = ATTACKS.get("feature-permute")()(injected, None, seed=0)
+    assert cost.details["permuted_layers"] == 6  # 3 per cnn2
+    assert torch.allclose(attacked(x), injected(x), atol=1e-5)
+    assert not torch.equal(attacked.target.state_dict()["0.weight"], injected.target.state_dict()["0.weight"])

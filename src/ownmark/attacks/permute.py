@@ -26,6 +26,7 @@ from torch import nn
 from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
 from ownmark.errors import ConfigError
+from ownmark.models.injected import InjectedModel
 from ownmark.train import Engine, key_seed
 
 PERMUTE_STREAM = 0x5045524D
@@ -119,5 +120,7 @@ class FeaturePermute:
         attacked, cost = copy.deepcopy(model), Cost()
         with timed(cost):
             g = torch.Generator().manual_seed(key_seed(seed, PERMUTE_STREAM))
-            cost.details["permuted_layers"] = permute_features(attacked, g)
+            # an injected (PTYNet) model: the thief permutes the units of each network inside it
+            parts = [attacked.target, attacked.proprietary] if isinstance(attacked, InjectedModel) else [attacked]
+            cost.details["permuted_layers"] = sum(permute_features(part, g) for part in parts)
         return attacked.eval(), cost
