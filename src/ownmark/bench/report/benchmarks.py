@@ -58,7 +58,7 @@ def matrix_timings(cells: list[dict[str, Any]], runs: list[dict[str, Any]], pres
     lines = [
         f"## Bench matrix `{preset}`",
         "",
-        f"Written by `ownmark bench timings` from the results of `ownmark bench run --preset {preset}`. "
+        f"Written by `ownmark bench timings` from the results of the bench run `{preset}` (its work folder's name). "
         f"Machine: {machine()}.",
         "",
         f"{len(cells)} cells in {len(runs)} run(s) ({', '.join(workers)}): total wall time {total / 60:.1f} min "
