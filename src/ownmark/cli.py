@@ -695,7 +695,7 @@ def bench_run(
         str | None,
         typer.Option(
             help="quick (this CPU), full (every attack), smoke, paper (GPU), awencoder, image2image, ablations, "
-            "awencoder-smoke, image2image-smoke."
+            "awencoder-smoke, image2image-smoke, image2image-paper (GPU)."
         ),
     ] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML or TOML matrix config (may name a preset).")] = None,
@@ -821,12 +821,14 @@ def bench_timings(
 @bench_app.command("encoders")
 def bench_encoders(
     preset: Annotated[
-        str, typer.Option(help="awencoder (this CPU, ~15 min) or awencoder-smoke (~1 min).")
+        str, typer.Option(help="The matrix preset awencoder (this CPU, ~30 min) or awencoder-smoke (minutes).")
     ] = "awencoder",
-    out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results.json, report.md, figures and the matrix rows (matrix/).")
+    ] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,
 ) -> None:
-    """AWEncoder embedded, attacked and verified beside independent null encoders (white- and black-box)."""
+    """AWEncoder embedded, attacked and verified beside null encoders (the matrix preset), as the encoder report."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
     from ownmark.bench.report import publish
     from ownmark.bench.studies.encoders import PRESETS, benchmarks_section, run_encoder_bench
@@ -834,21 +836,28 @@ def bench_encoders(
     if preset not in PRESETS:
         raise ConfigError(f"no encoder bench preset {preset!r}; known: {', '.join(PRESETS)}")
     out = out or Path("runs") / "bench" / preset
-    results = run_encoder_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    results = run_encoder_bench(preset, out, say=lambda m: console.print(f"[dim]{m}[/]"))
     if benchmarks is not None:
-        publish(benchmarks, PRESETS[preset].name, benchmarks_section(results))
+        publish(benchmarks, preset, benchmarks_section(results))
     console.print(f"report written to {out / 'report.md'}")
 
 
 @bench_app.command("image2image")
 def bench_image2image(
     preset: Annotated[
-        str, typer.Option(help="image2image (this CPU, ~10 min), smoke (seconds) or paper (GPU).")
+        str,
+        typer.Option(
+            help="image2image, smoke (~1 min) or paper (GPU): each runs or resumes the matrix preset of its grid "
+            "(image2image, image2image-smoke, image2image-paper)."
+        ),
     ] = "image2image",
-    out: Annotated[Path | None, typer.Option(help="Folder for results.json, report.md and figures.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for results.json, report.md, figures and the matrix work folder.")
+    ] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="BENCHMARKS.md to write the section into.")] = None,
 ) -> None:
-    """Deep output watermarking in depth: fidelity, extraction, surrogate matrix, controls, latency."""
+    """Deep output watermarking in depth: the matrix grid's rows (surrogates, perturbations, null models) beside
+    fidelity, controls, the fidelity-weight sweep and latency."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
     from ownmark.bench.report import publish
     from ownmark.bench.studies.image2image import PRESETS, render, run_bench

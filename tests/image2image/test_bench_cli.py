@@ -1,4 +1,5 @@
-"""The image2image bench (smoke preset) and the image-to-image family through the one CLI, on real tiny runs."""
+"""The image2image bench (smoke preset, on the matrix engine's rows) and the image-to-image family through the
+one CLI, on real tiny runs."""
 
 from __future__ import annotations
 
@@ -22,18 +23,52 @@ TINY = [
 
 
 @pytest.mark.slow
-def test_smoke_bench_writes_results_report_figures_and_section(tmp_path: Path, one_thread) -> None:
+def test_smoke_bench_reads_the_matrix_rows_resumes_and_writes_report_and_section(tmp_path: Path, one_thread) -> None:
+    """The study runs the matrix preset image2image-smoke, reads its rows, and a second call re-runs no cell."""
     md = tmp_path / "BENCHMARKS.md"
-    results = run_bench(PRESETS["smoke"], tmp_path / "out", say=lambda _m: None)
-    publish(md, "image2image", render(results, benchmarks_md=True))
-    names = {r["name"] for r in results["rows"]}
-    assert {"marked outputs", "control: inputs", "control: clean outputs", "control: surrogate on clean pairs"} <= names
-    assert {"output noise 0.02", "output JPEG 75"} <= names
-    assert set(results["latency"]) == {"target", "barrier", "absorbed"}
+    said: list[str] = []
+    results = run_bench(PRESETS["smoke"], tmp_path / "out", say=said.append)
+    assert results["matrix"] == "image2image-smoke" and results["cells_written"] == 4  # 3 cells + 1 null row
+    rows = {r["name"]: r for r in results["rows"]}
+    assert set(rows) == {
+        "marked outputs", "output-noise", "surrogate", "control: probe inputs", "control: clean outputs",
+        "null: i2i-conv3-seed301-attacker-data",
+    }  # fmt: skip
+    marked = rows["marked outputs"]
+    # the marked model's row: claimed, with the paper's figures the family adds to every image-to-image row
+    assert marked["kind"] == "marked" and marked["owned"] and marked["p_value"] <= 1e-6
+    assert 0 <= marked["success"] <= 1 and marked["bit_accuracy"] >= 0.9 and marked["task_psnr"] > 15
+    assert rows["output-noise"]["kind"] == "perturbed" and rows["surrogate"]["kind"] == "surrogate"
+    for name in ("null: i2i-conv3-seed301-attacker-data", "control: probe inputs", "control: clean outputs"):
+        assert not rows[name]["owned"] and rows[name]["p_value"] > 0.01, (name, rows[name])
+    assert set(results["forms"]) == {"barrier"} and 0 < results["forms"]["barrier"]["ssim"] <= 1
+    assert set(results["latency"]) == {"target", "barrier"}
+    (point,) = results["sweep"]  # the smoke preset sweeps no further weight: the grid's row at the preset's
+    assert point["w_fidelity"] == 50.0 and point["name"] == "surrogate" and point["fit_psnr"] is None
     for name in ("results.json", "report.md", "grid.png", "strength.png"):
         assert (tmp_path / "out" / name).stat().st_size > 100
+    said.clear()
+    again = run_bench(PRESETS["smoke"], tmp_path / "out", say=said.append)
+    assert again["cells_written"] == 0 and "every cell is already stored" in said
+    assert again["rows"] == results["rows"]
+    publish(md, "image2image", render(again, benchmarks_md=True))
     text = md.read_text()
     assert "<!-- section:image2image -->" in text and "Goals:" in text and "ratio to target" in text
+    assert "matrix preset `image2image-smoke`" in text and "| barrier | marked outputs | yes |" in text
+    assert "negative controls and null models claimed: 0 of 3 (goal 0): met" in text
+
+
+def test_each_study_preset_runs_a_matrix_preset_and_paper_mirrors_the_papers_grid() -> None:
+    from ownmark.bench.plan import load_config
+
+    assert {name: cfg.matrix for name, cfg in PRESETS.items()} == {
+        "image2image": "image2image", "smoke": "image2image-smoke", "paper": "image2image-paper",
+    }  # fmt: skip
+    paper = load_config("image2image-paper")
+    labels = [label for scheme, label, _, _ in paper.cells() if scheme == "deepwm-absorbed"]
+    # the marked model, 3 architectures x 4 losses, an augmented surrogate, output noise and JPEG
+    assert len(labels) == 16 and sum(label.startswith("surrogate-") for label in labels) == 13
+    assert paper.image2image == {"arch": "unet", "epochs": 100} and paper.accelerator == "auto"
 
 
 def invoke(*args: object):

@@ -198,7 +198,12 @@ class Encoder(Family):
                        alpha: float) -> dict[str, Any]:  # fmt: skip
         """With ``encoder.blackbox``: the black-box verdict on ``model`` as a downstream user would deploy it
         (a linear probe fitted on the attacker's labelled split, answering labels only), as ``p_black``,
-        ``owned_black`` and the distinctness statistic of the owner's delta against the decoys' largest."""
+        ``owned_black`` and the distinctness statistic of the owner's delta against the decoys' largest;
+        beside it the probe's accuracy (``probe_accuracy``, the utility, also of null rows), the share of
+        images the owner's delta sends to one label against the decoys' largest (``flip_rate``,
+        ``decoy_flip_max``; reported, not decided on), and the white-box verdict's details (``effect``:
+        the suspect's mean effect of the owner's key, ``decoy_effect_max``: the best decoy's,
+        ``naive_paired_p``: the paired test over images that flags any encoder, never the verdict)."""
         if not self.settings(cfg)["blackbox"] or not hasattr(scheme, "detect_blackbox"):
             return {}
         from ownmark.train.probe import linear_probe
@@ -207,9 +212,13 @@ class Encoder(Family):
         probe = linear_probe(model, data.splits.attacker, data.splits.test, seed=0)
         evidence = scheme.detect_blackbox(probe.classifier, key)
         verdict = decide(evidence, alpha)
+        white = scheme.detect(model, key).details  # the verdict's details: the rows keep only its p-value
         return {
             "p_black": verdict.p_value, "owned_black": verdict.owned, "distinct": evidence.details["distinct"],
-            "decoy_distinct_max": evidence.details["decoy_distinct_max"],
+            "decoy_distinct_max": evidence.details["decoy_distinct_max"], "probe_accuracy": probe.accuracy,
+            "flip_rate": evidence.details["flip_rate"], "decoy_flip_max": evidence.details["decoy_flip_max"],
+            "effect": white["effect"], "decoy_effect_max": white["decoy_effect_max"],
+            "naive_paired_p": white["naive_paired_p"],
         }  # fmt: skip
 
     def prepare_key(self, scheme: Any, key: Any, data: Any, cfg: dict[str, Any], load: Any) -> Any:

@@ -147,5 +147,23 @@ class Image2Image(Family):
     def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
         return train_i2i(data.splits, cfg.get(self.section) or {}, null.arch, null.seed, null.split, engine)
 
+    def extra_evidence(self, scheme: Any, key: Any, model: nn.Module, data: Any, cfg: dict[str, Any],
+                       alpha: float) -> dict[str, Any]:  # fmt: skip
+        """The paper's figures beside the bit test's verdict (``ownmark bench image2image`` reports them):
+        ``nc_success`` (share of probe outputs whose extraction has centred NC above the key's threshold),
+        mean centred and raw NC, ``raw_nc_success``, the bit accuracy of R's mean extraction and per image,
+        and ``task_psnr``, the PSNR of the model's outputs against the ground truth on the test pairs."""
+        from ownmark.train.image2image import predict
+        from ownmark.verify.metrics import psnr
+
+        d = scheme.detect(model, key).details
+        test = data.splits.test
+        return {
+            "nc_success": d.get("success"), "centred_nc": d.get("centred_nc"), "raw_nc": d.get("raw_nc"),
+            "raw_nc_success": d.get("raw_success"), "bit_accuracy": d.get("bit_accuracy"),
+            "bit_accuracy_per_image": d.get("bit_accuracy_per_image"),
+            "task_psnr": psnr(predict(model, test.x), test.y),
+        }  # fmt: skip
+
 
 FAMILIES.register("image2image")(Image2Image())

@@ -1,11 +1,12 @@
 """Named bench configurations of the one matrix engine (``ownmark bench run --preset NAME``).
 
 ``quick`` (every family, this CPU), ``full`` (quick plus the rest of the attack suite), ``smoke`` (tests),
-``paper`` (a GPU); per family in depth: ``awencoder`` (the encoder bench's grid: both AWEncoder
-triggers, downstream fine-tuning at seven settings, pruning, continued SSL, null encoders, white- and
-black-box verdicts) and ``image2image`` (deep output watermarking in both forms against the surrogate
-matrix of three architectures x four losses and output perturbations); ``ablations`` (each design variant
-of FCW, PTYNet and deepwm beside its default, under the same attacks).
+``paper`` (a GPU); per family in depth: ``awencoder`` (the grid ``ownmark bench encoders`` reports: both
+AWEncoder triggers, downstream fine-tuning at seven settings, pruning, quantization, continued SSL, an input
+purifier, null encoders, white- and black-box verdicts) and ``image2image`` (deep output watermarking in
+both forms against the surrogate matrix of three architectures x four losses and output perturbations;
+``image2image-paper`` its GPU version, ``image2image-smoke`` its minutes-long one); ``ablations`` (each
+design variant of FCW, PTYNet and deepwm beside its default, under the same attacks).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ ENCODER_SCHEMES = {
     "awencoder-secret": {"scheme": "awencoder", "preset": "secret"},
 }
 
-# the encoder bench's attacks (`ownmark bench encoders`), as one matrix grid
+# the encoder bench's attacks, as one matrix grid (`ownmark bench encoders` reads its rows)
 _ENCODER_ATTACKS: list[dict[str, Any]] = [
     {"name": "none"},
     {"name": "enc-finetune", "sweep": {"lr": [0.0001, 0.001, 0.003, 0.01]}},
@@ -235,6 +236,38 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0],
         "schemes": {"deepwm": {}, "deepwm-absorbed": {"scheme": "deepwm", "preset": "absorbed"}},
         "attacks": _I2I_ATTACKS,
+    },
+    "image2image-paper": {  # `ownmark bench image2image --preset paper`, for a GPU: the paper's deepwm in both forms on
+        # a 100-epoch UNet target, against 3 architectures x 4 losses of 100-epoch surrogates, an augmented one,
+        # output noise and JPEG
+        "name": "image2image-paper",
+        "seeds": [0],
+        "accelerator": "auto",
+        "threads": 8,
+        "schemes": {
+            "deepwm": {"preset": "paper"},
+            "deepwm-absorbed": {"scheme": "deepwm", "preset": "paper", "set": {"form": "absorbed"}},
+        },
+        "attacks": [
+            {"name": "none"},
+            *(
+                {
+                    "name": "surrogate",
+                    "label": f"surrogate-{arch}",
+                    "set": {"arch": arch, "epochs": 100},
+                    "sweep": {"loss": ["l1", "l2", "l2+gan", "ssim+gan"]},
+                }
+                for arch in ("encdec", "resnet-i2i", "unet")
+            ),
+            {
+                "name": "surrogate",
+                "label": "surrogate-augmented",
+                "set": {"arch": "unet", "loss": "ssim+gan", "epochs": 100, "augment": True},
+            },
+            {"name": "output-noise", "set": {"std": 0.02}},
+            {"name": "output-jpeg", "set": {"quality": 75}},
+        ],
+        "image2image": {"arch": "unet", "epochs": 100},
     },
     "image2image-smoke": {  # minutes: small networks, no surrogate training inside the embedding
         "name": "image2image-smoke",

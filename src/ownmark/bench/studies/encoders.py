@@ -1,197 +1,199 @@
-"""The encoder bench: AWEncoder embedded, attacked and verified, beside independent null encoders.
+"""The encoder bench: AWEncoder's matrix rows (preset ``awencoder``) rendered as the encoder report.
 
-One run pre-trains the owner's clean encoder, trains independent (null) encoders, and for each
-trigger (the paper's adversarial delta and ownmark's secret variant): embeds the mark and verifies
-white-box and black-box (the key's rank among its decoy keys, :class:`AWEncoder`) the marked
-encoder, the clean one, every null (other seeds on the owner's data; other seeds, SSL methods and
-architectures on the attacker's data; each also fine-tuned as the marked encoder is) and every
-attacked copy (downstream fine-tuning at several learning rates, pruning, continued SSL).
-Utility is the linear-probe accuracy on the test part, with a classifier trained on the
-attacker's labelled part, and on scikit-learn's digits (a task the encoder never saw).
-Results go to ``results.json`` and ``report.md`` with figures; :func:`benchmarks_section` renders the
-BENCHMARKS.md section the report package writes.
+``ownmark bench encoders --preset NAME`` runs the matrix preset of the same name (``awencoder``: both
+AWEncoder triggers, the paper's adversarial delta and ownmark's secret variant, against downstream
+fine-tuning at seven settings, pruning, quantization, continued SSL and an input purifier, beside the
+null encoders and their fine-tuned copies, white- and black-box; ``awencoder-smoke``: minutes) with
+:func:`~ownmark.bench.run.run_matrix` into ``OUT/matrix`` (resumable: stored rows are reused), and reads
+its cell and null rows. The grid is the preset's alone; this study adds only what is not a grid cell:
+the enc-finetune settings applied to a randomly initialised encoder (what training from scratch
+reaches: the "(retraining)" column), the linear probe of the clean and marked encoders on
+scikit-learn's digits (a task the encoder never saw), and each key's decoy count and L-inf budget.
+Utility is the linear-probe accuracy on the test part, with a classifier fitted on the attacker's
+labelled part. Results go to ``results.json`` and ``report.md`` with figures; :func:`benchmarks_section`
+renders the BENCHMARKS.md section the report package writes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from ownmark.attacks import ATTACKS
+from ownmark.bench.plan import Executor, MatrixConfig, config_to_dict, load_config
 from ownmark.bench.report.benchmarks import machine
-from ownmark.data import ImageSet, load_dataset, make_splits, to_image_shape
 from ownmark.errors import ConfigError
-from ownmark.io import atomic_write_bytes, atomic_write_text, save_json
-from ownmark.models import ModelSpec
-from ownmark.train.probe import linear_probe
-from ownmark.train.ssl import SSLConfig, pretrain
-from ownmark.verify import decide
-from ownmark.watermarks.awencoder import AWEncoder, AWEncoderConfig
+from ownmark.io import atomic_write_bytes, atomic_write_text, load_json, save_json
 
-NullSpec = tuple[str, str, int]  # (arch, SSL method, seed)
+# the matrix presets this study renders (ownmark.bench.presets holds their grids)
+PRESETS: tuple[str, ...] = ("awencoder", "awencoder-smoke")
+EXTRAS = "encoder-bench-extras.json"  # the study's own measurements, cached beside the matrix's rows
 
 
-@dataclass(frozen=True)
-class EncoderBenchConfig:
-    """What the encoder bench trains and measures (defaults: this CPU, about 15 minutes)."""
+def run_encoder_bench(
+    preset: str,
+    out: Path,
+    *,
+    executor: Executor | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run (or resume) the matrix preset ``preset`` under ``out / "matrix"``, measure what is not a grid
+    cell, write results.json and report.md (+ figures) under ``out``; return the results."""
+    from ownmark.bench.executors import serial
+    from ownmark.bench.run import run_matrix
+    from ownmark.bench.store import ResultStore
 
-    name: str = "awencoder"
-    dataset: str = "mnist5k"
-    split_seed: int = 0
-    arch: str = "conv4"
-    dim: int = 128
-    ssl: SSLConfig = SSLConfig()
-    mark: AWEncoderConfig = AWEncoderConfig()
-    triggers: tuple[str, ...] = ("adversarial", "secret")
-    seed: int = 0
-    # null encoders pre-trained on the owner's data (other seeds; they once set the old test's margin)
-    calibration: tuple[NullSpec, ...] = tuple(("conv4", "simclr", s) for s in (101, 102, 103, 104, 105))
-    heldout: tuple[NullSpec, ...] = (
-        ("conv4", "simclr", 201), ("conv4", "simclr", 202), ("conv4", "moco", 203), ("conv4", "byol", 204),
-        ("resnet-s", "simclr", 205),
-    )  # fmt: skip
-    attacks: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("enc-finetune", {"lr": 1e-4}), ("enc-finetune", {"lr": 1e-3}), ("enc-finetune", {"lr": 3e-3}),
-        ("enc-finetune", {"lr": 1e-2}), ("enc-finetune", {"lr": 1e-3, "epochs": 10}),
-        ("enc-finetune", {"lr": 1e-2, "optimizer": "sgd"}), ("enc-finetune", {"lr": 5e-2, "optimizer": "sgd"}),
-        ("prune", {"amount": 0.3}), ("prune", {"amount": 0.5}), ("prune", {"amount": 0.7}),
-        ("enc-ssl", {}),
-    )  # fmt: skip
-    alpha: float = 0.01
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        unknown = [a for a, _ in self.attacks if a not in ATTACKS.names()]
-        if unknown:
-            raise ConfigError(f"unknown encoder attacks {unknown}; known: {ATTACKS.names()}")
+    if preset not in PRESETS:
+        raise ConfigError(f"no encoder bench preset {preset!r}; known: {', '.join(PRESETS)}")
+    config = load_config(preset)
+    work = Path(out) / "matrix"
+    say(f"matrix preset {preset} in {work}")
+    run_matrix(config, work, executor=executor or serial(), say=say)
+    store = ResultStore(work / "results.sqlite")
+    extras = _extras(config, work, say)
+    results = assemble(config, store.rows("cell"), store.rows("null"), store.rows("run"), extras)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", report_markdown(results, out))
+    return results
 
 
-PRESETS: dict[str, EncoderBenchConfig] = {
-    "awencoder": EncoderBenchConfig(),
-    "awencoder-smoke": EncoderBenchConfig(
-        name="awencoder-smoke", ssl=SSLConfig(epochs=2), mark=AWEncoderConfig(epochs=1, pgd_steps=10, n_verify=60),
-        triggers=("secret",), calibration=(("conv4", "simclr", 101),),
-        heldout=(("conv4", "simclr", 201),), attacks=(("prune", {"amount": 0.5}),),
-    ),
-}  # fmt: skip
+def _extras(config: MatrixConfig, work: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """What the report needs beyond the rows (cached in the work folder, so a second call reuses it):
+    from-scratch fine-tuning, digits probes of the stored clean and marked encoders, the keys' decoys."""
+    import torch
+
+    from ownmark.families import FAMILIES
+    from ownmark.io import load_key
+    from ownmark.models import load_model
+    from ownmark.train.probe import linear_probe
+
+    path = work / EXTRAS
+    if path.is_file():
+        cached = load_json(path)
+        if cached.get("preset") == config.name:
+            return cached
+    start = time.perf_counter()
+    seed, raw = config.seeds[0], config_to_dict(config)
+    family = FAMILIES.get("encoder")
+    models = work / "models"
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # as the matrix's tasks: tiny nets, threads only fight
+    try:
+        data = family.load(raw)
+        digits = _digits(data.splits.owner.shape)
+        clean, _ = load_model(models / family.clean_name(seed))
+        extras: dict[str, Any] = {
+            "preset": config.name, "seed": seed, "clean_digits": linear_probe(clean, *digits, seed=0).accuracy,
+            "schemes": {}, "scratch": {},
+        }  # fmt: skip
+        for scheme in config.schemes:
+            marked, _ = load_model(models / f"{scheme}-seed{seed}")
+            key = load_key(models / f"{scheme}-seed{seed}-key")
+            extras["schemes"][scheme] = {
+                "trigger": key.config.get("trigger", "?"), "decoys": int(key.meta["decoys"]),
+                "delta_linf": float(key.tensors["delta"].abs().max()),
+                "digits": linear_probe(marked, *digits, seed=0).accuracy,
+            }  # fmt: skip
+        say("the fine-tuning attacks on a randomly initialised encoder (what training from scratch reaches)")
+        for _, label, setting, cell_seed in config.cells():
+            if setting["name"] == "enc-finetune" and cell_seed == seed and not setting.get("then"):
+                extras["scratch"][label] = _scratch(family, raw, data, setting, seed)
+    finally:
+        torch.set_num_threads(before)
+    extras["seconds"] = time.perf_counter() - start
+    save_json(path, extras)
+    return extras
 
 
-def _encoder(spec: ModelSpec, data: ImageSet, ssl: SSLConfig, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    enc = spec.build()
-    pretrain(enc, data, ssl, seed=seed)
-    return enc.eval()
+def _scratch(family: Any, raw: dict[str, Any], data: Any, setting: dict[str, Any], seed: int) -> float:
+    """The probe accuracy the attack ``setting`` reaches on a randomly initialised encoder of the preset's."""
+    import torch
+
+    from ownmark.attacks import ATTACKS
+    from ownmark.train import Engine
+    from ownmark.watermarks import apply_overrides
+
+    s = family.settings(raw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = family.spec(s["arch"], data.splits.owner, int(s["dim"])).build()
+    cls = ATTACKS.get(setting["name"])
+    attack = cls(apply_overrides(cls.config_class(), setting["set"]))
+    tuned, _ = attack(fresh, data.splits.attacker, seed=seed, engine=Engine(accelerator=raw["accelerator"]))
+    return family.utility(tuned.eval(), data.splits)
 
 
-def _digits(shape: tuple[int, ...]) -> tuple[ImageSet, ImageSet]:
+def _digits(shape: tuple[int, ...]) -> tuple[Any, Any]:
+    from ownmark.data import ImageSet, load_dataset, make_splits, to_image_shape
+
     digits = load_dataset("digits")
     digits = ImageSet("digits", to_image_shape(digits.x, shape), digits.y, digits.num_classes)
     parts = make_splits(digits, seed=0, fractions=(0.5, 0.25, 0.25))
     return parts.owner, parts.test
 
 
-def _label(attack: str, params: dict[str, Any]) -> str:
-    return attack + "".join(f" {k}={v}" for k, v in params.items())
-
-
-def _verify(scheme: AWEncoder, key: Any, encoder: nn.Module, probe: tuple[ImageSet, ImageSet], alpha: float) -> dict:
-    """White-box and black-box verdicts on ``encoder`` and its probe accuracy."""
-    res = linear_probe(encoder, *probe, seed=0)
-    white = scheme.detect(encoder, key)
-    vw = decide(white, alpha)
-    black = scheme.detect_blackbox(res.classifier, key)
-    vb = decide(black, alpha)
+def _row(r: dict[str, Any], probe: float | None) -> dict[str, Any]:
+    """One verified encoder, in the report's terms (None: a field the stored row lacks)."""
     return {
-        "probe": res.accuracy, "effect": white.details["effect"], "decoy_max": white.details["decoy_effect_max"],
-        "p_white": vw.p_value, "owned_white": vw.owned, "naive_p": white.details["naive_paired_p"],
-        "flips": black.k, "eligible": black.n, "flip_rate": black.details["flip_rate"],
-        "decoy_flip_max": black.details["decoy_flip_max"], "distinct": black.details["distinct"],
-        "decoy_distinct_max": black.details["decoy_distinct_max"], "p_black": vb.p_value, "owned_black": vb.owned,
+        "probe": probe, "effect": r.get("effect"), "decoy_max": r.get("decoy_effect_max"),
+        "p_white": r["p_value"], "owned_white": r["owned"], "naive_p": r.get("naive_paired_p"),
+        "flip_rate": r.get("flip_rate"), "decoy_flip_max": r.get("decoy_flip_max"), "distinct": r.get("distinct"),
+        "decoy_distinct_max": r.get("decoy_distinct_max"), "p_black": r.get("p_black"),
+        "owned_black": r.get("owned_black"),
     }  # fmt: skip
 
 
-def run_encoder_bench(
-    config: EncoderBenchConfig,
-    out: Path,
-    *,
-    say: Callable[[str], None] = lambda _m: None,
+def assemble(
+    config: MatrixConfig,
+    cells: list[dict[str, Any]],
+    nulls: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    extras: dict[str, Any],
 ) -> dict[str, Any]:
-    """Run the bench; write results.json and report.md (+ figures) under ``out``; return the results."""
-    torch.set_num_threads(1)  # tiny nets: intra-op threads only fight each other on a shared CPU
-    t_start = time.perf_counter()
-    splits = make_splits(load_dataset(config.dataset), seed=config.split_seed)
-    shape = splits.owner.shape
-    probe = (splits.attacker, splits.test)
-    digits = _digits(shape)
-    spec = ModelSpec(config.arch, shape[0], config.dim, shape[1], family="encoder")
-    say("pre-training the owner's clean encoder")
-    t0 = time.perf_counter()
-    clean = _encoder(spec, splits.owner, config.ssl, config.seed)
-    pretrain_seconds = time.perf_counter() - t0
-    say(f"training {len(config.calibration)} owner-data and {len(config.heldout)} attacker-data null encoders")
-    calib = {f"{a}-{m}-{s}": _encoder(ModelSpec(a, shape[0], config.dim, shape[1], family="encoder"),
-                                       splits.owner, SSLConfig(**{**asdict(config.ssl), "method": m}), s)
-             for a, m, s in config.calibration}  # fmt: skip
-    heldout = {f"{a}-{m}-{s}": _encoder(ModelSpec(a, shape[0], config.dim, shape[1], family="encoder"),
-                                         splits.attacker, SSLConfig(**{**asdict(config.ssl), "method": m}), s)
-               for a, m, s in config.heldout}  # fmt: skip
-    clean_probe = linear_probe(clean, *probe, seed=0).accuracy
-    say("the fine-tuning attacks on a randomly initialised encoder (what training from scratch reaches)")
-    scratch = {}
-    for attack, params in config.attacks:
-        if attack == "enc-finetune":
-            cls = ATTACKS.get(attack)
-            torch.manual_seed(config.seed)
-            tuned, _ = cls(cls.config_class(**params))(spec.build(), splits.attacker, seed=config.seed)
-            scratch[_label(attack, params)] = linear_probe(tuned, *probe, seed=0).accuracy
-    results: dict[str, Any] = {
-        "config": {"name": config.name, "dataset": config.dataset, "arch": config.arch, "dim": config.dim,
-                   "ssl": asdict(config.ssl), "mark": asdict(config.mark), "alpha": config.alpha},
-        "clean": {"probe": clean_probe, "digits": linear_probe(clean, *digits, seed=0).accuracy},
-        "pretrain_seconds": pretrain_seconds, "triggers": {}, "scratch": scratch,
+    """The results: per scheme, the marked encoder (cell ``none``), every attacked copy and every null
+    encoder of the preset's first seed, from the matrix rows, with the study's own measurements."""
+    from ownmark.families import FAMILIES
+    from ownmark.train.ssl import SSLConfig
+
+    seed, raw = extras["seed"], config_to_dict(config)
+    settings = FAMILIES.get("encoder").settings(raw)
+    mine = [r for r in cells if r["seed"] == seed and r["scheme"] in config.schemes]
+    order: dict[str, list[str]] = {scheme: [] for scheme in config.schemes}
+    for scheme, label, setting, cell_seed in config.cells():
+        if cell_seed == seed:
+            order[scheme].insert(0 if setting["name"] == "none" else len(order[scheme]), label)
+    missing = [f"{s}|{label}" for s, labels in order.items() for label in labels
+               if not any(r["scheme"] == s and r["attack_label"] == label for r in mine)]  # fmt: skip
+    if missing or not all(order[s] and order[s][0] == "none" for s in order):
+        raise ConfigError(f"the matrix rows of {config.name} lack cells {missing} (each scheme needs `none`)")
+    clean_probe = next(r["acc_clean"] for r in mine)
+    matrix_seconds = sum(r["seconds"] for r in runs)
+    schemes: dict[str, Any] = {}
+    for scheme in config.schemes:
+        info = extras["schemes"][scheme]
+        stored = {r["attack_label"]: r for r in mine if r["scheme"] == scheme}
+        rows: dict[str, Any] = {}
+        for label in order[scheme]:  # the marked encoder (cell `none`), then the attacks in the preset's order
+            r = stored[label]
+            name = "marked" if r["attack"] == "none" else f"attack:{label}"
+            rows[name] = _row(r, r["acc_attacked"]) | {"seconds": r["cost_seconds"]}
+        rows["marked"] |= {"digits": info["digits"]}
+        for r in sorted(nulls, key=lambda r: r["model"]):  # each null, then its fine-tuned copies
+            if r["scheme"] == scheme and r["seed"] == seed:
+                rows[f"null:{r['model']}"] = _row(r, r.get("probe_accuracy"))
+        schemes[scheme] = {**info, "rows": rows}
+    return {
+        "config": {"name": config.name, "dataset": config.dataset, "arch": settings["arch"], "dim": settings["dim"],
+                   "ssl": asdict(SSLConfig(**settings["ssl"])), "alpha": config.alpha, "seed": seed,
+                   "adapt_lrs": settings["adapt_lrs"]},
+        "clean": {"probe": clean_probe, "digits": extras["clean_digits"]},
+        "matrix_seconds": matrix_seconds, "extras_seconds": extras["seconds"],
+        "seconds": matrix_seconds + extras["seconds"], "scratch": extras["scratch"], "schemes": schemes,
     }  # fmt: skip
-    for trigger in config.triggers:
-        say(f"{trigger}: embedding")
-        scheme = AWEncoder(AWEncoderConfig(**{**asdict(config.mark), "trigger": trigger, "ssl": config.ssl}))
-        t0 = time.perf_counter()
-        marked, key = scheme.embed(clean, splits.owner, seed=config.seed)
-        embed_seconds = time.perf_counter() - t0
-        rows: dict[str, Any] = {
-            "marked": _verify(scheme, key, marked, probe, config.alpha)
-            | {"digits": linear_probe(marked, *digits).accuracy},
-            "clean": _verify(scheme, key, clean, probe, config.alpha),
-        }  # fmt: skip
-        for name, enc in calib.items():
-            rows[f"null:{name}-owner-data"] = _verify(scheme, key, enc, probe, config.alpha)
-        for name, enc in heldout.items():
-            rows[f"null:{name}"] = _verify(scheme, key, enc, probe, config.alpha)
-        for attack, params in config.attacks:
-            label = _label(attack, params)
-            say(f"{trigger}: attack {label}")
-            cls = ATTACKS.get(attack)
-            attacked, cost = cls(cls.config_class(**params))(marked, splits.attacker, seed=config.seed)
-            rows[f"attack:{label}"] = _verify(scheme, key, attacked, probe, config.alpha) | {"seconds": cost.seconds}
-            if attack == "enc-finetune":  # the same fine-tuning of independent encoders: no claim allowed
-                for name, enc in heldout.items():
-                    tuned, _ = cls(cls.config_class(**params))(enc, splits.attacker, seed=config.seed)
-                    rows[f"null:{name} + {label}"] = _verify(scheme, key, tuned, probe, config.alpha)
-        results["triggers"][trigger] = {
-            "decoys": int(key.meta["decoys"]), "embed_seconds": embed_seconds, "rows": rows,
-            "delta_linf": float(key.tensors["delta"].abs().max()),
-        }  # fmt: skip
-        results.setdefault("_keys", {})[trigger] = key
-    results["seconds"] = time.perf_counter() - t_start
-    keys = results.pop("_keys", {})
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", report_markdown(results, out, keys))
-    return results
 
 
 FINDINGS = (
@@ -226,71 +228,82 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def table(results: dict[str, Any], trigger: str) -> list[str]:
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _verdict(owned: bool | None) -> str:
+    return "n/a" if owned is None else "OWNED" if owned else "not verified"
+
+
+def _title(scheme: str, part: dict[str, Any]) -> str:
+    return f"`{scheme}` (trigger `{part['trigger']}`)"
+
+
+def table(results: dict[str, Any], scheme: str) -> list[str]:
     """Markdown rows: every verified encoder with utility, effect, and both verdicts."""
-    part = results["triggers"][trigger]
+    part = results["schemes"][scheme]
     lines = [
-        f"The key ranked among {part['decoys']} decoy keys (smallest p {1 / (part['decoys'] + 1):.3g}); embedding "
-        f"took {part['embed_seconds']:.0f} s.",
+        f"The key ranked among {part['decoys']} decoy keys (smallest p {1 / (part['decoys'] + 1):.3g}); "
+        f"delta's L-inf {part['delta_linf']:.3f}.",
         "",
         "| encoder | probe acc | effect (best decoy) | white-box p | naive paired p | distinctness (best decoy) "
         "| black-box p | white / black |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in part["rows"].items():
-        verdict = (
-            f"{'OWNED' if r['owned_white'] else 'not verified'} / {'OWNED' if r['owned_black'] else 'not verified'}"
-        )
         lines.append(
-            f"| {name} | {100 * r['probe']:.1f}% | {r['effect']:.3f} ({r['decoy_max']:.3f}) | {_fmt_p(r['p_white'])} "
-            f"| {_fmt_p(r['naive_p'])} | {r['distinct']:.2f} ({r['decoy_distinct_max']:.2f}) "
-            f"| {_fmt_p(r['p_black'])} | {verdict} |"
+            f"| {name} | {_pct(r['probe'])} | {_fmt(r['effect'])} ({_fmt(r['decoy_max'])}) | {_fmt_p(r['p_white'])} "
+            f"| {_fmt_p(r['naive_p'])} | {_fmt(r['distinct'], '.2f')} ({_fmt(r['decoy_distinct_max'], '.2f')}) "
+            f"| {_fmt_p(r['p_black'])} | {_verdict(r['owned_white'])} / {_verdict(r['owned_black'])} |"
         )
     return lines
 
 
 def finetune_curve(results: dict[str, Any]) -> list[str]:
-    """Markdown rows: downstream fine-tuning per learning rate, with what the same fine-tuning of a
+    """Markdown rows: downstream fine-tuning per setting, with what the same fine-tuning of a
     randomly initialised encoder reaches (when that is within 3 points of the clean probe, the
     attacker did not need the owner's encoder, and no mark is expected to survive)."""
     clean, scratch = results["clean"]["probe"], results.get("scratch", {})
-    triggers = list(results["triggers"])
+    schemes = list(results["schemes"])
     lines = [
         "| fine-tuning | from scratch probe | "
-        + " | ".join(f"{t}: probe, effect / best decoy, white p" for t in triggers)
+        + " | ".join(f"{s}: probe, effect / best decoy, white p" for s in schemes)
         + " |",
-        "|---|---|" + "---|" * len(triggers),
+        "|---|---|" + "---|" * len(schemes),
     ]
     for label in scratch:
         cells = []
-        for trig in triggers:
-            part = results["triggers"][trig]
-            r = part["rows"].get(f"attack:{label}")
-            cells.append("n/a" if r is None else f"{100 * r['probe']:.1f}%, {r['effect']:.3f} / {r['decoy_max']:.3f}, "
-                         f"{_fmt_p(r['p_white'])} {'OWNED' if r['owned_white'] else 'not verified'}")  # fmt: skip
+        for scheme in schemes:
+            r = results["schemes"][scheme]["rows"].get(f"attack:{label}")
+            cells.append("n/a" if r is None else f"{_pct(r['probe'])}, {_fmt(r['effect'])} / {_fmt(r['decoy_max'])}, "
+                         f"{_fmt_p(r['p_white'])} {_verdict(r['owned_white'])}")  # fmt: skip
         retraining = " (retraining)" if scratch[label] >= clean - 0.03 else ""
         lines.append(f"| {label} | {100 * scratch[label]:.1f}%{retraining} | {' | '.join(cells)} |")
     return lines
 
 
 def effects_png(results: dict[str, Any]) -> bytes:
-    """Mean effect of every encoder per trigger, with its best decoy's effect as a cross."""
+    """Mean effect of every encoder per scheme, with its best decoy's effect as a cross."""
     from matplotlib.figure import Figure
 
     from ownmark.bench.report.plots import to_png
 
-    triggers = list(results["triggers"])
-    fig = Figure(figsize=(5 * len(triggers), 4), layout="constrained")
-    for i, trig in enumerate(triggers):
-        ax = fig.add_subplot(1, len(triggers), i + 1)
-        part = results["triggers"][trig]
-        names = list(part["rows"])
-        vals = [part["rows"][n]["effect"] for n in names]
+    schemes = list(results["schemes"])
+    fig = Figure(figsize=(5 * len(schemes), 4), layout="constrained")
+    for i, scheme in enumerate(schemes):
+        ax = fig.add_subplot(1, len(schemes), i + 1)
+        rows = {n: r for n, r in results["schemes"][scheme]["rows"].items() if r["effect"] is not None}
+        names = list(rows)
         colors = ["C3" if n == "marked" else "C0" if n.startswith("attack:") else "C7" for n in names]
-        ax.barh(range(len(names)), vals, color=colors)
+        ax.barh(range(len(names)), [rows[n]["effect"] for n in names], color=colors)
         ax.set_yticks(range(len(names)), [n.replace("attack:", "") for n in names], fontsize=7)
-        ax.plot([part["rows"][n]["decoy_max"] for n in names], range(len(names)), "kx", label="best decoy key")
-        ax.set_title(f"trigger: {trig}")
+        ax.plot([rows[n]["decoy_max"] for n in names], range(len(names)), "kx", label="best decoy key")
+        ax.set_title(f"{scheme} (trigger: {results['schemes'][scheme]['trigger']})")
         ax.set_xlabel("mean effect cos(S(x+d),S(k)) - cos(S(x),S(k))")
         ax.legend(fontsize=7)
     return to_png(fig)
@@ -304,9 +317,9 @@ def utility_png(results: dict[str, Any]) -> bytes:
 
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
-    for i, part in enumerate(results["triggers"].values()):
+    for i, part in enumerate(results["schemes"].values()):
         for name, r in part["rows"].items():
-            if name == "marked" or name.startswith("attack:"):
+            if (name == "marked" or name.startswith("attack:")) and r["effect"] is not None:
                 ax.scatter(r["effect"], 100 * r["probe"], color=f"C{i}", marker="o" if r["owned_white"] else "x")
                 ax.annotate(name.replace("attack:", ""), (r["effect"], 100 * r["probe"]), fontsize=6)
     ax.axhline(100 * results["clean"]["probe"] - 3, color="k", ls=":", lw=1, label="clean probe - 3 points")
@@ -316,31 +329,37 @@ def utility_png(results: dict[str, Any]) -> bytes:
     return to_png(fig)
 
 
-def report_markdown(results: dict[str, Any], out: Path, keys: dict[str, Any]) -> str:
-    """The encoder report: setup, one table per trigger, figures, and what it says."""
+def report_markdown(results: dict[str, Any], out: Path) -> str:
+    """The encoder report: setup, one table per scheme, figures, and what it says."""
     atomic_write_bytes(out / "effects.png", effects_png(results))
     atomic_write_bytes(out / "utility.png", utility_png(results))
     cfg = results["config"]
+    lrs = ", ".join(f"{lr:g}" for lr in cfg["adapt_lrs"])
     lines = [
         f"# Encoder bench `{cfg['name']}`: AWEncoder on {cfg['dataset']}",
         "",
-        f"Owner's encoder: {cfg['arch']} ({cfg['dim']}-d), {cfg['ssl']['method']} for {cfg['ssl']['epochs']} epochs; "
-        f"linear probe {100 * results['clean']['probe']:.1f}% (digits {100 * results['clean']['digits']:.1f}%). "
-        f"alpha {cfg['alpha']}. Run time {results['seconds'] / 60:.1f} min. Machine: {machine()}.",
+        f"Matrix preset `{cfg['name']}` (`ownmark bench run --preset {cfg['name']}`; its rows are in "
+        f"`matrix/results.sqlite`), seed {cfg['seed']}. Owner's encoder: {cfg['arch']} ({cfg['dim']}-d), "
+        f"{cfg['ssl']['method']} for {cfg['ssl']['epochs']} epochs; linear probe "
+        f"{100 * results['clean']['probe']:.1f}% (digits {100 * results['clean']['digits']:.1f}%). alpha "
+        f"{cfg['alpha']}. Run time {results['seconds'] / 60:.1f} min (matrix {results['matrix_seconds'] / 60:.1f}, "
+        f"from-scratch baselines and digits probes {results['extras_seconds'] / 60:.1f}). Machine: {machine()}.",
         "",
         "White-box verdict: the rank of the owner's key (x_key, delta) among decoy keys drawn by the same "
         "procedure on the clean encoder, by the suspect's mean effect cos(S(x+delta), S(x_key)) - cos(S(x), "
         "S(x_key)) over the key's held-out images; exact for any encoder made without the secret (unit: the "
         "encoder). The naive paired test (with vs without delta, Wilcoxon over images) is shown beside it: it "
         "flags every encoder, marked or not, because the perturbation moves any encoder's features; it is not the "
-        "verdict. Black-box: the rank of the owner's delta among the decoys' by the share of images it sends to "
-        "one label through a linear probe built on the suspect. Nulls (`null:*`): encoders pre-trained without "
-        "the secret on the owner's or the attacker's data; `null:* + enc-finetune ...` are the attacker-data "
-        "nulls fine-tuned as the marked encoder was: no claim may fall on them either.",
+        "verdict. Black-box: the rank of the owner's delta among the decoys' by how unlike the other candidates "
+        "a linear probe built on the suspect labels x + delta. Nulls (`null:*`): the preset's null encoders, "
+        "pre-trained without the secret (other seeds, SSL methods and architectures); `null:*+finetuned-lr*` are "
+        f"the same encoders fine-tuned downstream (Adam) at lr {lrs}: no claim may fall on them either. Not rows "
+        "of the matrix, so not in these tables: the owner's own clean encoder (the decoys are drawn on it) and the "
+        "owner-data encoders the key is calibrated on. n/a: a field the stored row does not hold.",
         "",
     ]
-    for trig in results["triggers"]:
-        lines += [f"## Trigger `{trig}`", "", *table(results, trig), ""]
+    for scheme, part in results["schemes"].items():
+        lines += [f"## Scheme {_title(scheme, part)}", "", *table(results, scheme), ""]
     if results.get("scratch"):
         lines += ["## Downstream fine-tuning curve", "", "`(retraining)`: the same fine-tuning of a randomly "
                   f"initialised encoder reaches a probe within 3 points of the clean encoder's "
@@ -352,31 +371,32 @@ def report_markdown(results: dict[str, Any], out: Path, keys: dict[str, Any]) ->
 def benchmarks_section(results: dict[str, Any]) -> str:
     """The BENCHMARKS.md section: the must-hold figures of the encoder issue, as measured."""
     cfg = results["config"]
+    clean = results["clean"]["probe"]
     lines = [
         f"## Encoder bench `{cfg['name']}` (AWEncoder)",
         "",
-        f"`ownmark bench encoders --preset {cfg['name']}`, {cfg['dataset']}, {cfg['arch']} {cfg['dim']}-d, "
-        f"{results['seconds'] / 60:.1f} min. Machine: {machine()}. Clean probe {100 * results['clean']['probe']:.1f}%.",
+        f"`ownmark bench encoders --preset {cfg['name']}` (the matrix preset `{cfg['name']}`), {cfg['dataset']}, "
+        f"{cfg['arch']} {cfg['dim']}-d, {results['seconds'] / 60:.1f} min. Machine: {machine()}. "
+        f"Clean probe {100 * clean:.1f}%. Null encoders: the preset's, pre-trained and fine-tuned downstream.",
         "",
-        "| trigger | marked probe (clean) | marked white p | clean white p | min null white p | "
+        "| scheme (trigger) | marked probe (clean) | marked white p | min null white p | "
         "marked black p | min null black p | attacks still verified (white) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
-    for trig, part in results["triggers"].items():
+    for scheme, part in results["schemes"].items():
         rows = part["rows"]
         nulls = [r for n, r in rows.items() if n.startswith("null:")]
-        attacks = [(n, r) for n, r in rows.items() if n.startswith("attack:")]
-        kept = sum(r["owned_white"] for _, r in attacks)
+        attacks = [r for n, r in rows.items() if n.startswith("attack:")]
+        kept = sum(r["owned_white"] for r in attacks)
         lines.append(
-            f"| {trig} | {100 * rows['marked']['probe']:.1f}% ({100 * results['clean']['probe']:.1f}%) | "
-            f"{_fmt_p(rows['marked']['p_white'])} | {_fmt_p(rows['clean']['p_white'])} | "
-            f"{_fmt_p(min(r['p_white'] for r in nulls))} | {_fmt_p(rows['marked']['p_black'])} | "
+            f"| {_title(scheme, part)} | {_pct(rows['marked']['probe'])} ({100 * clean:.1f}%) | "
+            f"{_fmt_p(rows['marked']['p_white'])} | "
+            f"{_fmt_p(min((r['p_white'] for r in nulls), default=None))} | {_fmt_p(rows['marked']['p_black'])} | "
             f"{_fmt_p(min((r['p_black'] for r in nulls if r['p_black'] is not None), default=None))} | "
             f"{kept}/{len(attacks)} |"
         )
     lines.append("")
-    for trig, part in results["triggers"].items():
-        clean = results["clean"]["probe"]
+    for scheme, part in results["schemes"].items():
         lost = {n.removeprefix("attack:"): r["probe"] for n, r in part["rows"].items()
                 if n.startswith("attack:") and not r["owned_white"]}  # fmt: skip
         within = [label for label, acc in lost.items() if acc >= clean - 0.03]
@@ -384,15 +404,15 @@ def benchmarks_section(results: dict[str, Any]) -> str:
         if lost:
             removed = [f"{label} (probe {100 * acc:.1f}%)" for label, acc in lost.items()]
             lines.append(
-                f"- {trig}: white-box verdict lost after {', '.join(removed)}; "
+                f"- {scheme}: white-box verdict lost after {', '.join(removed)}; "
                 f"{len(within)} of them keep the probe within 3 points of the clean encoder's, {len(retrain)} of "
                 "those at a rate where a randomly initialised encoder fine-tuned the same way does too."
             )
         else:
-            lowest = min(r["probe"] for n, r in part["rows"].items() if n.startswith("attack:"))
+            lowest = min((r["probe"] for n, r in part["rows"].items() if n.startswith("attack:")), default=None)
             lines.append(
-                f"- {trig}: every attack left the white-box verdict standing (lowest probe after an attack "
-                f"{100 * lowest:.1f}%)."
+                f"- {scheme}: every attack left the white-box verdict standing (lowest probe after an attack "
+                f"{_pct(lowest)})."
             )
     if results.get("scratch"):
         lines += ["", *finetune_curve(results), ""]
