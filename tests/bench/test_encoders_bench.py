@@ -85,11 +85,12 @@ def test_fine_tuning_curve_marks_retraining_from_the_scratch_baseline(tmp_path: 
 
 @pytest.mark.slow
 def test_scratch_baseline_fine_tunes_a_random_encoder() -> None:
-    from ownmark.bench.plan import config_to_dict, load_config
+    from ownmark.bench.plan import MatrixConfig, load_config
     from ownmark.families import FAMILIES
     from ownmark.families.classifier import Context
 
-    raw = config_to_dict(load_config("awencoder-smoke")) | {"encoder": {"dim": 16}}
+    config = MatrixConfig.from_dict(load_config("awencoder-smoke").to_dict() | {"encoder": {"dim": 16}})
+    assert config.settings("encoder").dim == 16
     setting = {"name": "enc-finetune", "set": {"lr": 0.01, "epochs": 1}, "param": None, "value": None}
-    acc = _scratch(FAMILIES.get("encoder"), raw, Context.load("digits"), setting, seed=0)
+    acc = _scratch(FAMILIES.get("encoder"), config, Context.load("digits"), setting, seed=0)
     assert 0.1 < acc <= 1.0  # a probe of a barely trained encoder: above chance on digits

@@ -98,11 +98,36 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {"awencoder": {}}, "encoder": {"nulls": [["conv4", "simclr", 1, "x"]]}}, ConfigError, "owner"),
         ({"schemes": {"awencoder": {}}, "encoder": {"dims": 3}}, ConfigError, "dims"),
         ({"schemes": {"awencoder": {}}, "encoder": {"adapt_lrs": [0.0]}}, ConfigError, "adapt_lrs"),
+        # the families' typed settings are parsed once, when the config is built: a bad value fails here,
+        # not in a task minutes later
+        ({"schemes": {"awencoder": {}}, "encoder": {"ssl": {"epoch": 2}}}, ConfigError, "SSLConfig"),
+        ({"schemes": {"awencoder": {}}, "encoder": {"dim": "128"}}, ConfigError, "encoder.dim"),
+        ({"schemes": {"deepwm": {}}, "image2image": {"epochs": 0}}, ConfigError, "image2image.epochs"),
+        ({"schemes": {"fcw": {}}, "nulls": {"seeds": "abc"}}, ConfigError, "nulls.seeds"),
+        ({"schemes": {"fcw": {}}, "nulls": {"arches": ["cnn2"]}}, ConfigError, "arches"),
+        ({"schemes": {"fcw": {}}, "clean": {"epochz": 3}}, ConfigError, "epochz"),
     ],
 )
 def test_bad_configs_are_refused(raw: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         MatrixConfig.from_dict(raw)
+
+
+def test_families_settings_are_typed_and_parsed_once() -> None:
+    config = load_config("quick")
+    encoder, i2i, classifier = (config.settings(f) for f in ("encoder", "image2image", "classifier"))
+    assert encoder.dim == 128 and encoder.adapt_lrs == (0.001, 0.01) and encoder.blackbox is False
+    assert len(encoder.calibration) == 5 and all(len(c) == 3 for c in encoder.calibration)
+    assert i2i.task == "deblur" and i2i.epochs == 10 and i2i.nulls[0] == ("encdec", 301, "owner")
+    assert classifier.null_archs == ("cnn2", "lenet") and classifier.null_seeds == 10 and classifier.attacker_model
+    assert classifier.nulls.epochs == 6 and classifier.clean.epochs == 10  # null_training over clean
+    assert config.settings("encoder") is encoder  # the object parsed when the config was built
+    assert "family_settings" not in config.to_dict() and config.to_dict()["seeds"] == [0, 1]
+    # tasks carry the config itself to worker processes: it survives pickling with its parsed settings
+    import pickle
+
+    again = pickle.loads(pickle.dumps(config))
+    assert again == config and again.settings("encoder") == encoder
 
 
 def test_missing_or_bad_config_file(tmp_path: Path) -> None:

@@ -86,6 +86,8 @@ class MatrixConfig:
     null_training: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "cpu"
     threads: int = 1
+    # each family's typed settings (``Family.parse_settings``), parsed once here; tasks read them back
+    family_settings: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from ownmark.attacks import ATTACKS
@@ -99,9 +101,8 @@ class MatrixConfig:
             if family not in FAMILIES:
                 raise ConfigError(f"scheme {name!r} marks {family} models, which the matrix does not run")
             families.add(family)
-        raw = config_to_dict(self)
-        for family in families:
-            FAMILIES.get(family).check(raw)
+        for family in sorted(families):
+            self.family_settings[family] = FAMILIES.get(family).parse_settings(self)
         for spec in self.attacks:
             if not isinstance(spec, dict) or "name" not in spec:
                 raise ConfigError(f"each attack needs a name, got {spec!r}")
@@ -187,8 +188,20 @@ class MatrixConfig:
         """Every null model: each family of the schemes contributes its own (``Family.nulls``)."""
         from ownmark.families import FAMILIES
 
-        raw = config_to_dict(self)
-        return [null for family in self.families() for null in FAMILIES.get(family).nulls(raw)]
+        return [null for family in self.families() for null in FAMILIES.get(family).nulls(self)]
+
+    def settings(self, family: str) -> Any:
+        """The typed settings of ``family`` (``Family.parse_settings`` of this config, parsed when the
+        config was built if one of its schemes marks that family, else now)."""
+        from ownmark.families import FAMILIES
+
+        if family not in self.family_settings:
+            return FAMILIES.get(family).parse_settings(self)
+        return self.family_settings[family]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as written (plain values, lists for tuples), e.g. for a report's header."""
+        return config_to_dict(self)
 
 
 def expand(spec: AttackSpec) -> list[tuple[str, dict[str, Any]]]:
@@ -299,6 +312,12 @@ def cell_id(scheme: str, label: str, seed: int) -> str:
 
 
 def config_to_dict(config: MatrixConfig) -> dict[str, Any]:
-    from dataclasses import asdict
+    """The config as written: its declared settings as plain values (the parsed family settings left out)."""
+    from dataclasses import fields
 
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    out = {}
+    for f in fields(config):
+        if f.init:
+            value = getattr(config, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ownmark.bench.plan import Executor, MatrixConfig, Task, cell_id, config_to_dict
+from ownmark.bench.plan import Executor, MatrixConfig, Task, cell_id
 
 
 def run_matrix(
@@ -30,7 +30,7 @@ def run_matrix(
     workdir = Path(workdir)
     store = ResultStore(workdir / "results.sqlite")
     done = {d for d in store.done() if not d.startswith("run|")}
-    common = {"config": config_to_dict(config), "workdir": str(workdir)}
+    common = {"config": config, "workdir": str(workdir)}  # the typed config itself: checked once, never re-parsed
     cells = [
         Task("cell", cell_id(s, label, seed), {**common, "scheme": s, "label": label, "setting": setting, "seed": seed})
         for s, label, setting, seed in config.cells()
@@ -42,8 +42,7 @@ def run_matrix(
         return 0
     seeds_needed = sorted({t.args["seed"] for t in todo if t.phase == "cell"} | (set(config.seeds) if nulls else set()))
     families = config.families()
-    raw = config_to_dict(config)
-    calibration = [n for f in families for n in FAMILIES.get(f).calibration(raw)]
+    calibration = [n for f in families for n in FAMILIES.get(f).calibration(config)]
     phases = [
         [Task("clean", f"clean|{f}|{seed}", {**common, "family": f, "seed": seed}) for f in families
          for seed in seeds_needed]

@@ -14,14 +14,16 @@ Row = tuple[str, str, dict[str, Any]]
 def run_task(task: Task) -> list[Row]:
     """Run one task; artefacts go to the work folder, rows come back to the caller.
 
-    Every task computes with ``config["threads"]`` torch threads whatever executor runs it:
-    CPU kernels sum in an order that depends on the thread count, so a fixed count is what
-    makes serial, local-process and Ray runs give bit-identical rows.
+    ``task.args["config"]`` is the run's :class:`~ownmark.bench.plan.MatrixConfig` itself, checked once
+    when it was built (families read their typed settings from it, nothing is re-parsed here). Every task
+    computes with ``config.threads`` torch threads whatever executor runs it: CPU kernels sum in an order
+    that depends on the thread count, so a fixed count is what makes serial, local-process and Ray runs
+    give bit-identical rows.
     """
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(task.args["config"]["threads"])
+    torch.set_num_threads(task.args["config"].threads)
     try:
         phases = {"clean": _clean, "calib": _calib, "embed": _embed, "cell": _cell, "null": _null}
         return phases[task.phase](task.args)
@@ -42,7 +44,7 @@ def _family(name: str):
 def _engine(args: dict[str, Any]):
     from ownmark.train import Engine
 
-    return Engine(accelerator=args["config"]["accelerator"])
+    return Engine(accelerator=args["config"].accelerator)
 
 
 def _clean(args: dict[str, Any]) -> list[Row]:
@@ -55,7 +57,7 @@ def _clean(args: dict[str, Any]) -> list[Row]:
         return []
     data = family.load(cfg)
     model = family.train(data, cfg, family.clean_spec(cfg, args["seed"]), _engine(args)).eval()
-    info = {"seed": args["seed"], "dataset": cfg["dataset"], "utility": family.utility(model, data.splits)}
+    info = {"seed": args["seed"], "dataset": cfg.dataset, "utility": family.utility(model, data.splits)}
     save_model(path, model, info=info)
     return []
 
@@ -90,8 +92,8 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     path = _paths(args) / f"{scheme}-seed{seed}"
     if artefact_paths(path.with_name(path.name + "-key"))[1].is_file():
         return []
-    spec = cfg["schemes"][scheme] or {}
-    cls, family = scheme_class(cfg["schemes"], scheme), _family(scheme_family(cfg["schemes"], scheme))
+    spec = cfg.schemes[scheme] or {}
+    cls, family = scheme_class(cfg.schemes, scheme), _family(scheme_family(cfg.schemes, scheme))
     config = resolve_config(cls, spec.get("preset"), spec.get("set", {}))
     clean, _ = load_model(_paths(args) / family.clean_name(seed))
     data = family.load(cfg)
@@ -111,7 +113,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
 
     start = time.perf_counter()
     scheme_name, seed, setting = args["scheme"], args["seed"], args["setting"]
-    schemes, alpha = args["config"]["schemes"], args["config"]["alpha"]
+    schemes, alpha = args["config"].schemes, args["config"].alpha
     family = _family(scheme_family(schemes, scheme_name))
     ctx = family.load(args["config"])
     marked, marked_manifest = load_model(_paths(args) / f"{scheme_name}-seed{seed}")
@@ -120,6 +122,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     scheme = scheme_class(schemes, scheme_name)()
     attacked, cost = _attack(setting, marked, ctx, seed, _engine(args))
     before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
+    suspect = family.prepare_suspect(attacked, ctx, args["config"])
     verdict = decide(after, alpha)
     row = {
         "scheme": scheme_name, "family": family.name, "attack": setting["name"], "attack_label": args["label"],
@@ -131,7 +134,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
     }  # fmt: skip
-    row |= family.extra_evidence(scheme, key, attacked, ctx, args["config"], alpha)
+    row |= family.extra_evidence(scheme, key, after, suspect, args["config"], alpha)
     row["cell_seconds"] = time.perf_counter() - start
     return [(_cell_id(args), "cell", row)]
 
@@ -175,20 +178,22 @@ def _null(args: dict[str, Any]) -> list[Row]:
     # adapted as a suspect in the wild would be (encoders: fine-tuned downstream)
     data = family.load(cfg)
     models |= family.adapted(null["name"], models[null["name"]], data, cfg, null["seed"])
+    keys = [
+        (scheme_name, seed, scheme_class(cfg.schemes, scheme_name)(),
+         load_key(_paths(args) / f"{scheme_name}-seed{seed}-key"))
+        for scheme_name in cfg.schemes if scheme_family(cfg.schemes, scheme_name) == null["family"]
+        for seed in cfg.seeds
+    ]  # fmt: skip
     rows = []
-    for scheme_name in cfg["schemes"]:
-        if scheme_family(cfg["schemes"], scheme_name) != null["family"]:
-            continue
-        for seed in cfg["seeds"]:
-            key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
-            scheme = scheme_class(cfg["schemes"], scheme_name)()
-            for name, model in models.items():
-                ev = scheme.detect(model, key)
-                verdict = decide(ev, cfg["alpha"])
-                row = {
-                    "scheme": scheme_name, "seed": seed, "model": name, "k": ev.k, "n": ev.n, "p0": ev.p0,
-                    "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg["alpha"],
-                    **family.extra_evidence(scheme, key, model, data, cfg, cfg["alpha"]),
-                }  # fmt: skip
-                rows.append((f"null|{name}|{scheme_name}|{seed}", "null", row))
+    for name, model in models.items():
+        suspect = family.prepare_suspect(model, data, cfg)  # once per model, shared by every key
+        for scheme_name, seed, scheme, key in keys:
+            ev = scheme.detect(model, key)
+            verdict = decide(ev, cfg.alpha)
+            row = {
+                "scheme": scheme_name, "seed": seed, "model": name, "k": ev.k, "n": ev.n, "p0": ev.p0,
+                "p_value": verdict.p_value, "owned": verdict.owned, "alpha": cfg.alpha,
+                **family.extra_evidence(scheme, key, ev, suspect, cfg, cfg.alpha),
+            }  # fmt: skip
+            rows.append((f"null|{name}|{scheme_name}|{seed}", "null", row))
     return rows

@@ -8,8 +8,10 @@ are adapted, and which toy fixture its contract test runs on. The rest of ownmar
 module here (plus its architectures under ``ownmark.models``) and no edit in the bench, the CLI or
 the service.
 
-Bench-facing methods take the matrix config as a plain dict (``cfg``: what a task carries across
-processes); a family reads its own section of it (``settings``) and checks it (``check``).
+Bench-facing methods take the matrix config (:class:`ownmark.bench.plan.MatrixConfig`, typed, checked
+once when it is built, and shipped as it is to every task's process); a family parses its own section of it
+into typed settings (:meth:`Family.parse_settings`, run once by the config) and reads them back with
+:meth:`Family.settings`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ownmark.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-    from ownmark.core import Key
+    from ownmark.bench.plan import MatrixConfig
+    from ownmark.core import Evidence, Key
     from ownmark.models import ModelSpec
 
 
@@ -168,15 +171,16 @@ class Family:
         raise NotImplementedError
 
     # -- the bench -----------------------------------------------------------------------------
-    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        """The family's checked settings out of a matrix config dict."""
-        return {}
+    def parse_settings(self, config: MatrixConfig) -> Any:
+        """The family's typed settings out of a matrix config; ConfigError for a bad section. Called once,
+        when the config is built (a config naming a scheme of this family); read them with :meth:`settings`."""
+        return None
 
-    def check(self, cfg: dict[str, Any]) -> None:
-        """Raise ConfigError for a bad section (called when a config names a scheme of this family)."""
-        self.settings(cfg)
+    def settings(self, config: MatrixConfig) -> Any:
+        """The typed settings :meth:`parse_settings` made of ``config``."""
+        return config.settings(self.name)
 
-    def load(self, cfg: dict[str, Any]) -> Any:
+    def load(self, config: MatrixConfig) -> Any:
         """The data a bench task of this family works on: an object whose ``.splits`` has owner,
         attacker and test parts."""
         raise NotImplementedError
@@ -185,34 +189,41 @@ class Family:
         """Artefact name of a bench seed's clean model."""
         return f"clean-{self.name}-seed{seed}"
 
-    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
+    def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
         """How a bench seed's clean (owner's) model is made."""
         raise NotImplementedError
 
-    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+    def nulls(self, config: MatrixConfig) -> list[NullSpec]:
         """The independent models every key of the family is verified with."""
         return []
 
-    def calibration(self, cfg: dict[str, Any]) -> list[NullSpec]:
+    def calibration(self, config: MatrixConfig) -> list[NullSpec]:
         """Models trained before any embedding, for :meth:`prepare_key` (none by default)."""
         return []
 
-    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
+    def train(self, data: Any, config: MatrixConfig, null: NullSpec, engine: Any) -> nn.Module:
         """Train the model ``null`` describes on its split of ``data`` (from :meth:`load`)."""
         raise NotImplementedError
 
-    def adapted(self, name: str, model: nn.Module, data: Any, cfg: dict[str, Any], seed: int) -> dict[str, nn.Module]:
+    def adapted(self, name: str, model: nn.Module, data: Any, config: MatrixConfig,
+                seed: int) -> dict[str, nn.Module]:  # fmt: skip
         """Variants of a null model adapted as a suspect in the wild would be (none by default)."""
         return {}
 
-    def extra_evidence(self, scheme: Any, key: Key, model: nn.Module, data: Any, cfg: dict[str, Any],
+    def prepare_suspect(self, model: nn.Module, data: Any, config: MatrixConfig) -> Any:
+        """Work on one suspect model that the extra evidence of every key shares, done once per model
+        (encoders with ``encoder.blackbox``: the downstream linear probe); None by default."""
+        return None
+
+    def extra_evidence(self, scheme: Any, key: Key, evidence: Evidence, suspect: Any, config: MatrixConfig,
                        alpha: float) -> dict[str, Any]:  # fmt: skip
-        """Further verdicts a bench row records beside the scheme's own (``detect``) one, as row fields
-        (none by default; encoders: the black-box verdict through a downstream classifier when the
-        matrix's ``encoder.blackbox`` is on)."""
+        """Further figures a bench row records beside the scheme's own verdict, as row fields: from the
+        scheme's ``evidence`` on the suspect (its ``detect``, already computed) and what
+        :meth:`prepare_suspect` made of it (none by default; encoders: the black-box verdict through a
+        downstream classifier when the matrix's ``encoder.blackbox`` is on)."""
         return {}
 
-    def prepare_key(self, scheme: Any, key: Key, data: Any, cfg: dict[str, Any], load: Any) -> Key:
+    def prepare_key(self, scheme: Any, key: Key, data: Any, config: MatrixConfig, load: Any) -> Key:
         """The key as the bench verifies with it, after any step the family's verdicts need before
         the first detect (``load(name)`` returns a stored model). The key as embedded by default."""
         return key

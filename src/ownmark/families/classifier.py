@@ -8,7 +8,7 @@ data context (:class:`Context`: a dataset and its owner / attacker / test split)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from ownmark.data import ImageSet, Splits, load_dataset, make_splits
 from ownmark.families.base import FAMILIES, Family, NullSpec
 from ownmark.models import ModelSpec
 from ownmark.train import Engine, TrainConfig, fit, key_seed
+
+if TYPE_CHECKING:
+    from ownmark.bench.plan import MatrixConfig
 
 CLEAN_TRAINING = TrainConfig(epochs=10, batch_size=128, lr=0.05)  # cnn2 on mnist5k: ~96% in ~6 s here
 
@@ -74,6 +77,21 @@ def null_models(
 def null_evidence(scheme, key: Key, models: dict[str, nn.Module]) -> dict[str, Evidence]:
     """The scheme's evidence on each null model, with the key's nominal p0."""
     return {name: scheme.detect(model, key) for name, model in models.items()}
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """The classifier sections of a matrix config, checked: the clean models' architecture and training
+    (``arch``, ``clean`` over :data:`CLEAN_TRAINING`), the null models' (``null_training`` over ``clean``)
+    and which null models to train (``nulls``: ``archs`` x ``seeds`` seeds 1000.., plus one on the
+    attacker's data with ``attacker_model``)."""
+
+    arch: str
+    clean: TrainConfig
+    nulls: TrainConfig
+    null_archs: tuple[str, ...]
+    null_seeds: int
+    attacker_model: bool
 
 
 def _training(overrides: dict[str, Any]) -> TrainConfig:
@@ -139,27 +157,48 @@ class Classifier(Family):
     def clean_name(self, seed: int) -> str:
         return f"clean-seed{seed}"  # the name of runs made before families existed
 
-    def load(self, cfg: dict[str, Any]) -> Context:
-        return Context.load(cfg["dataset"], cfg["split_seed"])
+    def parse_settings(self, config: MatrixConfig) -> ClassifierSettings:
+        from ownmark.errors import ConfigError
 
-    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
-        return NullSpec(self.clean_name(seed), self.name, cfg["arch"], seed, "owner")
+        section = config.nulls or {}
+        unknown = set(section) - {"archs", "seeds", "attacker_model"}
+        if unknown:
+            raise ConfigError(f"unknown keys {sorted(unknown)} under `nulls`; known: archs, seeds, attacker_model")
+        archs = section.get("archs", [config.arch])
+        count = section.get("seeds", 0)
+        if not isinstance(archs, (list, tuple)) or not archs or not all(isinstance(a, str) for a in archs):
+            raise ConfigError(f"`nulls.archs` is a non-empty list of architectures, got {archs!r}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"`nulls.seeds` is how many seeds per architecture (an int >= 0), got {count!r}")
+        clean, null_training = config.clean or {}, config.null_training or {}
+        for name, overrides in (("clean", clean), ("null_training", null_training)):
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"`{name}` is a mapping of training settings (epochs, lr, ...), got {overrides!r}")
+        return ClassifierSettings(
+            arch=config.arch, clean=_training(clean), nulls=_training({**clean, **null_training}),
+            null_archs=tuple(archs), null_seeds=count, attacker_model=bool(section.get("attacker_model", False)),
+        )  # fmt: skip
 
-    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
-        section = cfg.get("nulls") or {}
-        archs = section.get("archs", [cfg["arch"]])
-        count = int(section.get("seeds", 0))
-        out = [NullSpec(f"{a}-seed{1000 + s}", self.name, a, 1000 + s, "owner") for a in archs for s in range(count)]
-        if section.get("attacker_model", False):
-            out.append(NullSpec(f"{archs[0]}-attacker-data", self.name, archs[0], 10_007, "attacker"))
+    def load(self, config: MatrixConfig) -> Context:
+        return Context.load(config.dataset, config.split_seed)
+
+    def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
+        return NullSpec(self.clean_name(seed), self.name, config.arch, seed, "owner")
+
+    def nulls(self, config: MatrixConfig) -> list[NullSpec]:
+        s = self.settings(config)
+        out = [NullSpec(f"{a}-seed{1000 + i}", self.name, a, 1000 + i, "owner")
+               for a in s.null_archs for i in range(s.null_seeds)]  # fmt: skip
+        if s.attacker_model:
+            out.append(NullSpec(f"{s.null_archs[0]}-attacker-data", self.name, s.null_archs[0], 10_007, "attacker"))
         return out
 
-    def train(self, data: Context, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
-        overrides = cfg.get("clean") or {}
-        if null.name != self.clean_name(null.seed):  # null models may train differently from the owner's
-            overrides = {**overrides, **(cfg.get("null_training") or {})}
+    def train(self, data: Context, config: MatrixConfig, null: NullSpec, engine: Any) -> nn.Module:
+        s = self.settings(config)
+        # null models may train differently from the owner's (``null_training`` over ``clean``)
+        training = s.clean if null.name == self.clean_name(null.seed) else s.nulls
         split = getattr(data.splits, null.split)
-        return train_model(data.spec(null.arch), split, seed=null.seed, config=_training(overrides), engine=engine)
+        return train_model(data.spec(null.arch), split, seed=null.seed, config=training, engine=engine)
 
 
 FAMILIES.register("classifier")(Classifier())

@@ -10,12 +10,16 @@ rates at which each null is also fine-tuned downstream, as a suspect met in the 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from ownmark.errors import ConfigError
 from ownmark.families.base import FAMILIES, Family, NullSpec
+
+if TYPE_CHECKING:
+    from ownmark.bench.plan import MatrixConfig
 
 DEFAULTS: dict[str, Any] = {
     "arch": "conv4",
@@ -36,7 +40,29 @@ DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The checked ``encoder`` section of a matrix config (fields as in :data:`DEFAULTS`)."""
+
+    arch: str
+    dim: int
+    ssl: dict[str, Any]
+    calibration: tuple[tuple[str, str, int], ...]
+    nulls: tuple[tuple[str, str, int, str], ...]
+    adapt_lrs: tuple[float, ...]
+    blackbox: bool
+
+    def ssl_config(self, method: str):
+        """The SSL recipe of the section's encoders, pre-trained with ``method``."""
+        from ownmark.train.ssl import SSLConfig
+
+        try:
+            return SSLConfig(**{**self.ssl, "method": method})
+        except TypeError as err:
+            raise ConfigError(f"`encoder.ssl` has a setting SSLConfig does not know: {err}") from None
+
+
+def encoder_settings(raw: dict[str, Any]) -> EncoderSettings:
     """A matrix's ``encoder`` section over :data:`DEFAULTS`, checked."""
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
@@ -56,25 +82,33 @@ def encoder_settings(raw: dict[str, Any]) -> dict[str, Any]:
     for entry in out["nulls"]:
         if len(entry) != 4 or entry[3] not in ("owner", "attacker"):
             raise ConfigError(f"each `encoder.nulls` entry is [arch, SSL method, seed, owner|attacker], got {entry!r}")
-    return out
+    if not isinstance(out["ssl"], dict):
+        raise ConfigError(f"`encoder.ssl` is a mapping of SSL settings, got {out['ssl']!r}")
+    if isinstance(out["dim"], bool) or not isinstance(out["dim"], int) or out["dim"] < 1:
+        raise ConfigError(f"`encoder.dim` is a positive int (the feature dimension), got {out['dim']!r}")
+    settings = EncoderSettings(
+        arch=str(out["arch"]), dim=out["dim"], ssl=dict(out["ssl"]),
+        calibration=tuple((str(a), str(m), int(s)) for a, m, s in out["calibration"]),
+        nulls=tuple((str(a), str(m), int(s), str(p)) for a, m, s, p in out["nulls"]),
+        adapt_lrs=tuple(float(lr) for lr in out["adapt_lrs"]), blackbox=out["blackbox"],
+    )  # fmt: skip
+    settings.ssl_config("simclr")  # an unknown SSL setting fails here, before any task runs
+    return settings
 
 
-def calibration_nulls(raw: dict[str, Any]) -> list[NullSpec]:
+def calibration_nulls(settings: EncoderSettings) -> list[NullSpec]:
     """The encoders an encoder key's null margin is set on (never among the verified nulls)."""
-    cfg = encoder_settings(raw)
-    return [NullSpec(f"calib-{a}-{m}-seed{s}", "encoder", a, s, "owner", m) for a, m, s in cfg["calibration"]]
+    return [NullSpec(f"calib-{a}-{m}-seed{s}", "encoder", a, s, "owner", m) for a, m, s in settings.calibration]
 
 
-def train_encoder(data: Any, raw: dict[str, Any], arch: str, method: str, seed: int, split: str, engine) -> nn.Module:
+def train_encoder(data: Any, settings: EncoderSettings, arch: str, method: str, seed: int, split: str,
+                  engine) -> nn.Module:  # fmt: skip
     """An encoder of ``arch`` pre-trained with ``method`` on the owner's or the attacker's split of
     ``data`` (an object with ``.splits``)."""
-    from ownmark.train.ssl import SSLConfig
-
-    cfg = encoder_settings(raw)
-    config = SSLConfig(**{**cfg["ssl"], "method": method})
     return FAMILIES.get("encoder").fit(
-        arch, getattr(data.splits, split), seed=seed, config=config, engine=engine, out_dim=int(cfg["dim"])
-    )
+        arch, getattr(data.splits, split), seed=seed, config=settings.ssl_config(method), engine=engine,
+        out_dim=settings.dim,
+    )  # fmt: skip
 
 
 class Encoder(Family):
@@ -167,65 +201,72 @@ class Encoder(Family):
         }
         return scheme.calibrate(key, calib, probe=(splits.attacker, splits.test))
 
-    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        return encoder_settings(cfg.get(self.section) or {})
+    def parse_settings(self, config: MatrixConfig) -> EncoderSettings:
+        return encoder_settings(config.encoder or {})
 
-    def load(self, cfg: dict[str, Any]) -> Any:
+    def load(self, config: MatrixConfig) -> Any:
         from ownmark.families.classifier import Context
 
-        return Context.load(cfg["dataset"], cfg["split_seed"])  # the classifiers' split: probes need its labels
+        return Context.load(config.dataset, config.split_seed)  # the classifiers' split: probes need its labels
 
-    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
-        s = self.settings(cfg)
-        return NullSpec(self.clean_name(seed), self.name, s["arch"], seed, "owner", s["ssl"].get("method", "simclr"))
+    def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
+        s = self.settings(config)
+        return NullSpec(self.clean_name(seed), self.name, s.arch, seed, "owner", s.ssl.get("method", "simclr"))
 
-    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+    def nulls(self, config: MatrixConfig) -> list[NullSpec]:
         return [NullSpec(f"enc-{a}-{m}-seed{s}" + ("-attacker-data" if split == "attacker" else ""), self.name, a, s,
-                         split, m) for a, m, s, split in self.settings(cfg)["nulls"]]  # fmt: skip
+                         split, m) for a, m, s, split in self.settings(config).nulls]  # fmt: skip
 
-    def calibration(self, cfg: dict[str, Any]) -> list[NullSpec]:
-        return calibration_nulls(cfg.get(self.section) or {})
+    def calibration(self, config: MatrixConfig) -> list[NullSpec]:
+        return calibration_nulls(self.settings(config))
 
-    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
-        return train_encoder(data, cfg.get(self.section) or {}, null.arch, null.method, null.seed, null.split, engine)
+    def train(self, data: Any, config: MatrixConfig, null: NullSpec, engine: Any) -> nn.Module:
+        return train_encoder(data, self.settings(config), null.arch, null.method, null.seed, null.split, engine)
 
-    def adapted(self, name: str, model: nn.Module, data: Any, cfg: dict[str, Any], seed: int) -> dict[str, nn.Module]:
+    def adapted(self, name: str, model: nn.Module, data: Any, config: MatrixConfig,
+                seed: int) -> dict[str, nn.Module]:  # fmt: skip
         from ownmark.attacks.encoder_attacks import finetuned_variants
 
-        return finetuned_variants(name, model, data.splits.attacker, self.settings(cfg)["adapt_lrs"], seed=seed)
+        return finetuned_variants(name, model, data.splits.attacker, list(self.settings(config).adapt_lrs), seed=seed)
 
-    def extra_evidence(self, scheme: Any, key: Any, model: nn.Module, data: Any, cfg: dict[str, Any],
-                       alpha: float) -> dict[str, Any]:  # fmt: skip
-        """With ``encoder.blackbox``: the black-box verdict on ``model`` as a downstream user would deploy it
-        (a linear probe fitted on the attacker's labelled split, answering labels only), as ``p_black``,
-        ``owned_black`` and the distinctness statistic of the owner's delta against the decoys' largest;
-        beside it the probe's accuracy (``probe_accuracy``, the utility, also of null rows), the share of
-        images the owner's delta sends to one label against the decoys' largest (``flip_rate``,
-        ``decoy_flip_max``; reported, not decided on), and the white-box verdict's details (``effect``:
-        the suspect's mean effect of the owner's key, ``decoy_effect_max``: the best decoy's,
-        ``naive_paired_p``: the paired test over images that flags any encoder, never the verdict)."""
-        if not self.settings(cfg)["blackbox"] or not hasattr(scheme, "detect_blackbox"):
-            return {}
+    def prepare_suspect(self, model: nn.Module, data: Any, config: MatrixConfig) -> Any:
+        """With ``encoder.blackbox``: the suspect as a downstream user would deploy it, a linear probe
+        fitted on the attacker's labelled split over its frozen features (fitted once per model)."""
+        if not self.settings(config).blackbox:
+            return None
         from ownmark.train.probe import linear_probe
+
+        return linear_probe(model, data.splits.attacker, data.splits.test, seed=0)
+
+    def extra_evidence(self, scheme: Any, key: Any, evidence: Any, suspect: Any, config: MatrixConfig,
+                       alpha: float) -> dict[str, Any]:  # fmt: skip
+        """With ``encoder.blackbox``: the black-box verdict on the suspect's probe (answering labels
+        only), as ``p_black``, ``owned_black`` and the distinctness statistic of the owner's delta against
+        the decoys' largest; beside it the probe's accuracy (``probe_accuracy``, the utility, also of null
+        rows), the share of images the owner's delta sends to one label against the decoys' largest
+        (``flip_rate``, ``decoy_flip_max``; reported, not decided on), and the white-box verdict's details
+        (``effect``: the suspect's mean effect of the owner's key, ``decoy_effect_max``: the best decoy's,
+        ``naive_paired_p``: the paired test over images that flags any encoder, never the verdict)."""
+        if suspect is None or not hasattr(scheme, "detect_blackbox"):
+            return {}
         from ownmark.verify import decide
 
-        probe = linear_probe(model, data.splits.attacker, data.splits.test, seed=0)
-        evidence = scheme.detect_blackbox(probe.classifier, key)
-        verdict = decide(evidence, alpha)
-        white = scheme.detect(model, key).details  # the verdict's details: the rows keep only its p-value
+        black = scheme.detect_blackbox(suspect.classifier, key)
+        verdict = decide(black, alpha)
+        white = evidence.details
         return {
-            "p_black": verdict.p_value, "owned_black": verdict.owned, "distinct": evidence.details["distinct"],
-            "decoy_distinct_max": evidence.details["decoy_distinct_max"], "probe_accuracy": probe.accuracy,
-            "flip_rate": evidence.details["flip_rate"], "decoy_flip_max": evidence.details["decoy_flip_max"],
+            "p_black": verdict.p_value, "owned_black": verdict.owned, "distinct": black.details["distinct"],
+            "decoy_distinct_max": black.details["decoy_distinct_max"], "probe_accuracy": suspect.accuracy,
+            "flip_rate": black.details["flip_rate"], "decoy_flip_max": black.details["decoy_flip_max"],
             "effect": white["effect"], "decoy_effect_max": white["decoy_effect_max"],
             "naive_paired_p": white["naive_paired_p"],
         }  # fmt: skip
 
-    def prepare_key(self, scheme: Any, key: Any, data: Any, cfg: dict[str, Any], load: Any) -> Any:
+    def prepare_key(self, scheme: Any, key: Any, data: Any, config: MatrixConfig, load: Any) -> Any:
         """Calibrate the key's null margin on the calibration encoders, adapted at the null rows' rates
         (the calibrated verdict needs it before any detect)."""
-        nulls = {n.name: load(n.name) for n in calibration_nulls(cfg.get(self.section) or {})}
-        lrs = tuple(self.settings(cfg)["adapt_lrs"])
+        nulls = {n.name: load(n.name) for n in self.calibration(config)}
+        lrs = self.settings(config).adapt_lrs
         return scheme.calibrate(key, nulls, probe=(data.splits.attacker, data.splits.test), adapt_lrs=lrs)
 
 

@@ -9,13 +9,17 @@ config (:data:`DEFAULTS`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from ownmark.errors import ConfigError
 from ownmark.families.base import FAMILIES, Family, NullSpec
+
+if TYPE_CHECKING:
+    from ownmark.bench.plan import MatrixConfig
 
 DEFAULTS: dict[str, Any] = {
     "task": "deblur",
@@ -25,7 +29,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def i2i_settings(raw: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class I2ISettings:
+    """The checked ``image2image`` section of a matrix config (fields as in :data:`DEFAULTS`)."""
+
+    task: str
+    arch: str
+    epochs: int
+    nulls: tuple[tuple[str, int, str], ...]
+
+
+def i2i_settings(raw: dict[str, Any]) -> I2ISettings:
     """A matrix's ``image2image`` section over :data:`DEFAULTS`, checked."""
     from ownmark.data.image2image import TASKS
     from ownmark.models.image2image import I2I_MODELS
@@ -40,14 +54,17 @@ def i2i_settings(raw: dict[str, Any]) -> dict[str, Any]:
         if len(entry) != 3 or entry[2] not in ("owner", "attacker"):
             raise ConfigError(f"each `image2image.nulls` entry is [arch, seed, owner|attacker], got {entry!r}")
         I2I_MODELS.get(entry[0])
-    return out
+    if isinstance(out["epochs"], bool) or not isinstance(out["epochs"], int) or out["epochs"] < 1:
+        raise ConfigError(f"`image2image.epochs` is a positive int, got {out['epochs']!r}")
+    nulls = tuple((str(a), int(s), str(p)) for a, s, p in out["nulls"])
+    return I2ISettings(task=out["task"], arch=out["arch"], epochs=out["epochs"], nulls=nulls)
 
 
-def train_i2i(splits: Any, raw: dict[str, Any], arch: str, seed: int, split: str, engine: Any = None) -> nn.Module:
+def train_i2i(splits: Any, settings: I2ISettings, arch: str, seed: int, split: str, engine: Any = None) -> nn.Module:
     """An image-to-image model of ``arch`` trained on the owner's or the attacker's pairs."""
     from ownmark.train.image2image import I2ITrainConfig
 
-    config = I2ITrainConfig(epochs=int(i2i_settings(raw)["epochs"]))
+    config = I2ITrainConfig(epochs=settings.epochs)
     return FAMILIES.get("image2image").fit(arch, getattr(splits, split), seed=seed, config=config, engine=engine)
 
 
@@ -131,38 +148,41 @@ class Image2Image(Family):
         b, bp = predict(clean, splits.test.x), predict(marked, splits.test.x)
         return f"PSNR {psnr(bp, b):.2f} dB, SSIM {ssim(bp, b):.4f} (marked vs clean outputs, test split)"
 
-    def settings(self, cfg: dict[str, Any]) -> dict[str, Any]:
-        return i2i_settings(cfg.get(self.section) or {})
+    def parse_settings(self, config: MatrixConfig) -> I2ISettings:
+        return i2i_settings(config.image2image or {})
 
-    def load(self, cfg: dict[str, Any]) -> Any:
-        return SimpleNamespace(splits=self.load_splits(self.settings(cfg)["task"], cfg["split_seed"]))
+    def load(self, config: MatrixConfig) -> Any:
+        return SimpleNamespace(splits=self.load_splits(self.settings(config).task, config.split_seed))
 
-    def clean_spec(self, cfg: dict[str, Any], seed: int) -> NullSpec:
-        return NullSpec(self.clean_name(seed), self.name, self.settings(cfg)["arch"], seed, "owner")
+    def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
+        return NullSpec(self.clean_name(seed), self.name, self.settings(config).arch, seed, "owner")
 
-    def nulls(self, cfg: dict[str, Any]) -> list[NullSpec]:
+    def nulls(self, config: MatrixConfig) -> list[NullSpec]:
         return [NullSpec(f"i2i-{a}-seed{s}" + ("-attacker-data" if split == "attacker" else ""), self.name, a, s,
-                         split) for a, s, split in self.settings(cfg)["nulls"]]  # fmt: skip
+                         split) for a, s, split in self.settings(config).nulls]  # fmt: skip
 
-    def train(self, data: Any, cfg: dict[str, Any], null: NullSpec, engine: Any) -> nn.Module:
-        return train_i2i(data.splits, cfg.get(self.section) or {}, null.arch, null.seed, null.split, engine)
+    def train(self, data: Any, config: MatrixConfig, null: NullSpec, engine: Any) -> nn.Module:
+        return train_i2i(data.splits, self.settings(config), null.arch, null.seed, null.split, engine)
 
-    def extra_evidence(self, scheme: Any, key: Any, model: nn.Module, data: Any, cfg: dict[str, Any],
+    def prepare_suspect(self, model: nn.Module, data: Any, config: MatrixConfig) -> dict[str, float]:
+        """``task_psnr``: the PSNR of the model's outputs against the ground truth on the test pairs."""
+        from ownmark.train.image2image import predict
+        from ownmark.verify.metrics import psnr
+
+        test = data.splits.test
+        return {"task_psnr": psnr(predict(model, test.x), test.y)}
+
+    def extra_evidence(self, scheme: Any, key: Any, evidence: Any, suspect: Any, config: MatrixConfig,
                        alpha: float) -> dict[str, Any]:  # fmt: skip
         """The paper's figures beside the bit test's verdict (``ownmark bench image2image`` reports them):
         ``nc_success`` (share of probe outputs whose extraction has centred NC above the key's threshold),
         mean centred and raw NC, ``raw_nc_success``, the bit accuracy of R's mean extraction and per image,
-        and ``task_psnr``, the PSNR of the model's outputs against the ground truth on the test pairs."""
-        from ownmark.train.image2image import predict
-        from ownmark.verify.metrics import psnr
-
-        d = scheme.detect(model, key).details
-        test = data.splits.test
+        and the suspect's ``task_psnr`` (:meth:`prepare_suspect`)."""
+        d = evidence.details
         return {
             "nc_success": d.get("success"), "centred_nc": d.get("centred_nc"), "raw_nc": d.get("raw_nc"),
             "raw_nc_success": d.get("raw_success"), "bit_accuracy": d.get("bit_accuracy"),
-            "bit_accuracy_per_image": d.get("bit_accuracy_per_image"),
-            "task_psnr": psnr(predict(model, test.x), test.y),
+            "bit_accuracy_per_image": d.get("bit_accuracy_per_image"), **(suspect or {}),
         }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ownmark.bench.plan import Executor, MatrixConfig, config_to_dict, load_config
+from ownmark.bench.plan import Executor, MatrixConfig, load_config
 from ownmark.bench.report.benchmarks import machine
 from ownmark.errors import ConfigError
 from ownmark.io import atomic_write_bytes, atomic_write_text, load_json, save_json
@@ -77,13 +77,13 @@ def _extras(config: MatrixConfig, work: Path, say: Callable[[str], None]) -> dic
         if cached.get("preset") == config.name:
             return cached
     start = time.perf_counter()
-    seed, raw = config.seeds[0], config_to_dict(config)
+    seed = config.seeds[0]
     family = FAMILIES.get("encoder")
     models = work / "models"
     before = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # as the matrix's tasks: tiny nets, threads only fight
     try:
-        data = family.load(raw)
+        data = family.load(config)
         digits = _digits(data.splits.owner.shape)
         clean, _ = load_model(models / family.clean_name(seed))
         extras: dict[str, Any] = {
@@ -101,7 +101,7 @@ def _extras(config: MatrixConfig, work: Path, say: Callable[[str], None]) -> dic
         say("the fine-tuning attacks on a randomly initialised encoder (what training from scratch reaches)")
         for _, label, setting, cell_seed in config.cells():
             if setting["name"] == "enc-finetune" and cell_seed == seed and not setting.get("then"):
-                extras["scratch"][label] = _scratch(family, raw, data, setting, seed)
+                extras["scratch"][label] = _scratch(family, config, data, setting, seed)
     finally:
         torch.set_num_threads(before)
     extras["seconds"] = time.perf_counter() - start
@@ -109,7 +109,7 @@ def _extras(config: MatrixConfig, work: Path, say: Callable[[str], None]) -> dic
     return extras
 
 
-def _scratch(family: Any, raw: dict[str, Any], data: Any, setting: dict[str, Any], seed: int) -> float:
+def _scratch(family: Any, config: MatrixConfig, data: Any, setting: dict[str, Any], seed: int) -> float:
     """The probe accuracy the attack ``setting`` reaches on a randomly initialised encoder of the preset's."""
     import torch
 
@@ -117,13 +117,13 @@ def _scratch(family: Any, raw: dict[str, Any], data: Any, setting: dict[str, Any
     from ownmark.train import Engine
     from ownmark.watermarks import apply_overrides
 
-    s = family.settings(raw)
+    s = family.settings(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = family.spec(s["arch"], data.splits.owner, int(s["dim"])).build()
+        fresh = family.spec(s.arch, data.splits.owner, s.dim).build()
     cls = ATTACKS.get(setting["name"])
     attack = cls(apply_overrides(cls.config_class(), setting["set"]))
-    tuned, _ = attack(fresh, data.splits.attacker, seed=seed, engine=Engine(accelerator=raw["accelerator"]))
+    tuned, _ = attack(fresh, data.splits.attacker, seed=seed, engine=Engine(accelerator=config.accelerator))
     return family.utility(tuned.eval(), data.splits)
 
 
@@ -157,10 +157,9 @@ def assemble(
     """The results: per scheme, the marked encoder (cell ``none``), every attacked copy and every null
     encoder of the preset's first seed, from the matrix rows, with the study's own measurements."""
     from ownmark.families import FAMILIES
-    from ownmark.train.ssl import SSLConfig
 
-    seed, raw = extras["seed"], config_to_dict(config)
-    settings = FAMILIES.get("encoder").settings(raw)
+    seed = extras["seed"]
+    settings = FAMILIES.get("encoder").settings(config)
     mine = [r for r in cells if r["seed"] == seed and r["scheme"] in config.schemes]
     order: dict[str, list[str]] = {scheme: [] for scheme in config.schemes}
     for scheme, label, setting, cell_seed in config.cells():
@@ -187,9 +186,9 @@ def assemble(
                 rows[f"null:{r['model']}"] = _row(r, r.get("probe_accuracy"))
         schemes[scheme] = {**info, "rows": rows}
     return {
-        "config": {"name": config.name, "dataset": config.dataset, "arch": settings["arch"], "dim": settings["dim"],
-                   "ssl": asdict(SSLConfig(**settings["ssl"])), "alpha": config.alpha, "seed": seed,
-                   "adapt_lrs": settings["adapt_lrs"]},
+        "config": {"name": config.name, "dataset": config.dataset, "arch": settings.arch, "dim": settings.dim,
+                   "ssl": asdict(settings.ssl_config(settings.ssl.get("method", "simclr"))), "alpha": config.alpha,
+                   "seed": seed, "adapt_lrs": list(settings.adapt_lrs)},
         "clean": {"probe": clean_probe, "digits": extras["clean_digits"]},
         "matrix_seconds": matrix_seconds, "extras_seconds": extras["seconds"],
         "seconds": matrix_seconds + extras["seconds"], "scratch": extras["scratch"], "schemes": schemes,

@@ -27,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ownmark.bench.plan import Executor, MatrixConfig, config_to_dict, load_config, scheme_class, scheme_family
+from ownmark.bench.plan import Executor, MatrixConfig, load_config, scheme_class, scheme_family
 from ownmark.bench.report.benchmarks import machine
 from ownmark.bench.report.plots import to_png
 from ownmark.io import atomic_write_bytes, atomic_write_text, load_json, save_json
@@ -129,9 +129,9 @@ def _study(cfg: I2IBenchConfig, config: MatrixConfig, work: Path, out: Path, say
     from ownmark.io import load_key
     from ownmark.models import load_model
 
-    family, raw = FAMILIES.get("image2image"), config_to_dict(config)
+    family = FAMILIES.get("image2image")
     seed, models = config.seeds[0], work / "models"
-    data = family.load(raw)
+    data = family.load(config)
     x_test = data.splits.test.x
     clean = load_model(models / family.clean_name(seed))[0].eval()
     clean_test = predict(clean, x_test)
@@ -159,7 +159,7 @@ def _study(cfg: I2IBenchConfig, config: MatrixConfig, work: Path, out: Path, say
                 name = "marked outputs" if setting["name"] == "none" else label
                 rows.append(_row(form, name, _kind(setting), cells[(s, label, seed)]))
         for name, model in (("control: probe inputs", nn.Identity()), ("control: clean outputs", clean)):
-            rows.append(_row(form, name, "control", _verify(family, key, model, data, raw, config.alpha)))
+            rows.append(_row(form, name, "control", _verify(family, key, model, data, config, config.alpha)))
         rows += [
             _row(form, f"null: {r['model']}", "null", r) for r in nulls if (r["scheme"], r["seed"]) == (scheme, seed)
         ]
@@ -169,10 +169,10 @@ def _study(cfg: I2IBenchConfig, config: MatrixConfig, work: Path, out: Path, say
     sweep = _sweep(cfg, config, work, data, clean, clean_test, forms, marked_models, cells, say)
     latency = _latency(cfg, clean, {form: m for form, (_, _, m, _) in marked_models.items()})
     _figures(out, grid, sweep)
-    settings = family.settings(raw)
+    settings = family.settings(config)
     return {
-        "preset": cfg.name, "matrix": config.name, "workdir": str(work), "task": settings["task"],
-        "target": settings["arch"], "target_epochs": settings["epochs"], "seed": seed, "alpha": config.alpha,
+        "preset": cfg.name, "matrix": config.name, "workdir": str(work), "task": settings.task,
+        "target": settings.arch, "target_epochs": settings.epochs, "seed": seed, "alpha": config.alpha,
         "machine": machine(), "forms": forms, "rows": rows, "sweep": sweep, "latency": latency, "goals": GOALS,
         "matrix_minutes": sum(r["seconds"] for r in store.rows("run")) / 60,
     }  # fmt: skip
@@ -196,12 +196,14 @@ def _row(form: str, name: str, kind: str, row: dict[str, Any]) -> dict[str, Any]
             **{f: row.get(f) for f in fields}, "ssim": row.get("acc_attacked")}  # fmt: skip
 
 
-def _verify(family: Any, key: Any, model: Any, data: Any, raw: dict[str, Any], alpha: float) -> dict[str, Any]:
+def _verify(family: Any, key: Any, model: Any, data: Any, config: MatrixConfig, alpha: float) -> dict[str, Any]:
     """The fields of a matrix row for a suspect the grid does not hold (a control, a sweep surrogate)."""
     scheme = DeepWM()
-    verdict = decide(scheme.detect(model, key), alpha)
+    evidence = scheme.detect(model, key)
+    verdict = decide(evidence, alpha)
+    suspect = family.prepare_suspect(model, data, config)
     return {"p_value": verdict.p_value, "owned": verdict.owned,
-            **family.extra_evidence(scheme, key, model, data, raw, alpha)}  # fmt: skip
+            **family.extra_evidence(scheme, key, evidence, suspect, config, alpha)}  # fmt: skip
 
 
 def _sweep_attack(config: MatrixConfig, scheme: str) -> tuple[str, dict[str, Any]] | None:
@@ -226,7 +228,7 @@ def _sweep(cfg, config, work, data, clean, clean_test, forms, marked_models, cel
     if found is None:
         return []
     (scheme, conf, _, _), (label, setting), seed = marked_models["barrier"], found, config.seeds[0]
-    family, raw, splits = FAMILIES.get("image2image"), config_to_dict(config), data.splits
+    family, splits = FAMILIES.get("image2image"), data.splits
     points = []
     if (scheme, label, seed) in cells:
         base = _row("barrier", label, "surrogate", cells[(scheme, label, seed)])
@@ -237,7 +239,7 @@ def _sweep(cfg, config, work, data, clean, clean_test, forms, marked_models, cel
         if w == conf.w_fidelity:
             continue
         conf_w = replace(conf, w_fidelity=w)
-        what = [config.name, seed, raw["image2image"], config_dict(conf_w), setting, config.alpha]
+        what = [config.name, seed, config.image2image, config_dict(conf_w), setting, config.alpha]
         tag = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
         if tag not in cache:
             engine = Engine(accelerator=config.accelerator)
@@ -248,7 +250,7 @@ def _sweep(cfg, config, work, data, clean, clean_test, forms, marked_models, cel
             attacked, _ = cls(apply_overrides(cls.config_class(), setting["set"]))(
                 marked, splits.attacker, seed=seed, engine=engine
             )
-            found_row = {**_verify(family, key, attacked, data, raw, config.alpha),
+            found_row = {**_verify(family, key, attacked, data, config, config.alpha),
                          "acc_attacked": family.utility(attacked, splits)}  # fmt: skip
             row = _row("barrier", label, "surrogate", found_row)
             cache[tag] = {"w_fidelity": w, "psnr": psnr(marked_test, clean_test),

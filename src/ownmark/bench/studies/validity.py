@@ -313,11 +313,11 @@ def _classifier_setting(settings: ValiditySettings, models: Path) -> Setting:
 def _encoder_setting(settings: ValiditySettings, models: Path) -> Setting:
     from ownmark.bench.studies.validity_families import encoder_zoo
     from ownmark.families.classifier import Context
-    from ownmark.families.encoder import train_encoder
+    from ownmark.families.encoder import encoder_settings, train_encoder
     from ownmark.train import Engine
 
     ctx = Context.load(settings.dataset, settings.split_seed)
-    raw = {"arch": settings.arch, "ssl": {"epochs": settings.clean_epochs}}
+    raw = encoder_settings({"arch": settings.arch, "ssl": {"epochs": settings.clean_epochs}})
     owner = _cached_model(
         models / "owner-clean",
         lambda: train_encoder(ctx, raw, settings.arch, "simclr", settings.owner_seed, "owner", Engine()),

@@ -153,7 +153,7 @@ def encoder_zoo(
     """The encoder suspects (see the module docstring) and their kinds, built or loaded from ``cache``."""
     from ownmark.attacks.encoder_attacks import EncoderFineTune, EncoderFineTuneConfig, EncoderSSL
     from ownmark.attacks.stolen_encoder import StolenEncoder
-    from ownmark.families.encoder import train_encoder
+    from ownmark.families.encoder import encoder_settings, train_encoder
     from ownmark.models import ModelSpec
     from ownmark.train import Engine
 
@@ -169,7 +169,7 @@ def encoder_zoo(
             out[name] = owner
         elif kind == "trained":
             out[name] = _cached(path, lambda a=a, m=method, s=seed, sp=split: train_encoder(
-                ctx, {**raw, "arch": a}, a, m, s, sp, Engine()))  # fmt: skip
+                ctx, encoder_settings({**raw, "arch": a}), a, m, s, sp, Engine()))  # fmt: skip
         elif kind == "finetuned":
             base = out[name.split("+")[0]]
             out[name] = _cached(path, lambda b=base, s=seed, d=data: EncoderFineTune(EncoderFineTuneConfig(lr=1e-3))(
