@@ -269,9 +269,28 @@ def test_null_models_over_30_key_draws_keep_the_false_claim_rate(name: str, mnis
         key = scheme.draw_key(clean, ctx.splits.owner, seed=seed)
         t = key.meta["target"] if key.meta["target"] is not None else 0
         push = 8.0 * torch.nn.functional.one_hot(torch.tensor(t), 10)
-        claims["unmarked"] += decide(scheme.detect(clean, key)).owned
-        claims["biased"] += decide(scheme.detect(lambda x, push=push: predict_logits(clean, x) + push, key)).owned
+        answers = _Remembered(clean)  # both suspects query the same images: the unmarked model answers once
+        claims["unmarked"] += decide(scheme.detect(answers, key)).owned
+        claims["biased"] += decide(scheme.detect(lambda x, push=push, f=answers: f(x) + push, key)).owned
+        assert answers.asked == 2 * answers.computed > 0  # the second suspect saw exactly the first's images
     assert max(claims.values()) <= 2, claims
+
+
+class _Remembered:
+    """The logits of ``model``, each image batch computed once (keyed by its bytes)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.seen, self.asked, self.computed = model, {}, 0, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import hashlib
+
+        self.asked += 1
+        tag = hashlib.sha1(x.numpy().tobytes()).hexdigest() + str(tuple(x.shape))
+        if tag not in self.seen:
+            self.computed += 1
+            self.seen[tag] = predict_logits(self.model, x)
+        return self.seen[tag]
 
 
 @pytest.fixture(scope="module")
