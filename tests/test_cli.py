@@ -341,13 +341,19 @@ def test_key_for_another_input_shape(art: Artefacts, digits_model: Path, monkeyp
 
 
 def test_embed_into_model_of_another_input_shape(digits_model: Path, monkeypatch, capsys, tmp_path: Path) -> None:
-    msg = fail(monkeypatch, capsys, "embed", "fcw", "--model", digits_model, "--out", tmp_path / "o", *TINY_FCW)
+    msg = fail(monkeypatch, capsys, "embed", "fcw", "--model", digits_model, "--out", tmp_path / "o", "--dataset",
+               "mnist5k", *TINY_FCW)  # fmt: skip
     assert "(1, 8, 8)" in msg and "mnist5k has (1, 28, 28)" in msg
     assert not (tmp_path / "o").exists()
+    # without --dataset the model's own data (digits, from its manifest) is used: here too few images per class
+    msg = fail(monkeypatch, capsys, "embed", "fcw", "--model", digits_model, "--out", tmp_path / "o", *TINY_FCW)
+    assert "class 0 of digits has 89" in msg and not (tmp_path / "o").exists()
 
 
 def test_attack_model_of_another_input_shape(digits_model: Path, monkeypatch, capsys, tmp_path: Path) -> None:
-    msg = fail(monkeypatch, capsys, "attack", "prune", "--model", digits_model, "--out", tmp_path / "o")
+    # a command on a model uses the data its manifest names (digits here) unless --dataset says otherwise
+    msg = fail(monkeypatch, capsys, "attack", "prune", "--model", digits_model, "--out", tmp_path / "o",
+               "--dataset", "mnist5k")  # fmt: skip
     assert "(1, 8, 8)" in msg and "mnist5k has (1, 28, 28)" in msg
 
 
@@ -359,7 +365,8 @@ def test_key_for_another_class_count(art: Artefacts, three_class_model, monkeypa
 
 def test_embed_into_model_of_another_class_count(three_class_model, monkeypatch, capsys, tmp_path: Path) -> None:
     model, _ = three_class_model
-    msg = fail(monkeypatch, capsys, "embed", "fcw", "--model", model, "--out", tmp_path / "o", *TINY_FCW)
+    msg = fail(monkeypatch, capsys, "embed", "fcw", "--model", model, "--out", tmp_path / "o", "--dataset", "mnist5k",
+               *TINY_FCW)  # fmt: skip
     assert "with 3 classes but mnist5k" in msg and "with 10" in msg
 
 

@@ -108,7 +108,7 @@ def train(
 def _family_of_arch(arch: str | None) -> str:
     from ownmark.families import FAMILIES
 
-    owners = [name for name in FAMILIES.names() if arch in FAMILIES.get(name).archs()]
+    owners = [name for name in FAMILIES.names() if arch is not None and FAMILIES.get(name).owns_arch(arch)]
     return owners[0] if len(owners) == 1 else "classifier"  # tv:/timm: names are classifiers unless told
 
 

@@ -68,8 +68,9 @@ AnyData = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        help="mnist5k, digits, photos, folder:PATH or tv:NAME; image-to-image: a task (denoise, deblur, colourise). "
-        "Default: the family's (mnist5k; deblur).",
+        help="mnist5k, digits, photos, folder:PATH or tv:NAME; image-to-image: a task (denoise, deblur, colourise), "
+        "on other images as TASK@SOURCE (deblur@folder:PATH). Default: the model's own (its manifest), else the "
+        "family's (mnist5k; deblur).",
     ),
 ]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
@@ -137,7 +138,8 @@ def train(
         str | None,
         typer.Option(
             help="mnist5k, digits, photos, folder:PATH or tv:NAME; image-to-image: a task (denoise, deblur, "
-            "colourise). Default mnist5k (image-to-image: deblur)."
+            "colourise), on other images as TASK@SOURCE (deblur@folder:PATH, any size). Default mnist5k "
+            "(image-to-image: deblur)."
         ),
     ] = None,
     split_seed: SplitSeed = 0,
@@ -230,7 +232,7 @@ def embed(
     config = resolve_config(cls, preset, _sets(sets))
     family = FAMILIES.get(getattr(cls, "family", "classifier"))
     _trust_named(arch)
-    dataset = dataset or family.default_dataset
+    dataset = dataset or _trained_on(model) or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     engine = _engine(accelerator, devices, num_nodes)
     if all(p.is_file() for p in artefact_paths(model)):  # an ownmark model: check it fits the data
@@ -264,6 +266,20 @@ def _trust_named(arch: str | None) -> None:
 
     if arch and is_user_arch(arch):
         trust(arch)
+
+
+def _trained_on(path: Any) -> str | None:
+    """The dataset an ownmark artefact's manifest says it was trained or marked on (None for other files):
+    commands on a model use its own data unless --dataset says otherwise."""
+    from ownmark.io import artefact_paths, load_json
+
+    manifest = artefact_paths(path)[1]
+    try:
+        info = (load_json(manifest) if manifest.is_file() else {}).get("info") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    dataset = info.get("dataset") if isinstance(info, dict) else None
+    return dataset if isinstance(dataset, str) and dataset else None
 
 
 def _family(path: Path) -> Any:
@@ -340,7 +356,7 @@ def attack(
         raise ConfigError(
             f"{name} attacks {fits} models; {model} holds a {family.name}, not a{'n' * (fits[0] in 'aeiou')} {fits}"
         )
-    dataset = dataset or family.default_dataset
+    dataset = dataset or (_trained_on(model) if model else None) or family.default_dataset
     splits = family.load_splits(dataset, split_seed)
     victim = _load_fitting(model, family, splits.owner, dataset) if model else _remote(target_url, token, cls)
     attacked, cost = cls(config)(victim, splits.attacker, seed=seed, engine=_engine(accelerator, devices, num_nodes))

@@ -72,3 +72,63 @@ def test_tasks_are_deterministic_disjoint_and_degrade() -> None:
     assert torch.equal(grey[:, 0], grey[:, 1])
     with pytest.raises(UnknownNameError):
         make_pairs("dehaze", torch.rand(2, 3, 8, 8), torch.arange(2))
+
+
+@pytest.mark.parametrize(("arch", "size", "multiple"), [("unet:3", 64, 8), ("unet:1", 32, 2), ("encdec:3", 64, 8),
+                                                        ("resnet-i2i:5", 64, 4)])  # fmt: skip
+def test_depth_is_a_setting_of_the_name_and_larger_images_pass(arch: str, size: int, multiple: int, tmp_path) -> None:
+    """``unet:N`` / ``encdec:N`` / ``resnet-i2i:N``: deeper networks for larger images (issue 16 item 3)."""
+    model = ModelSpec(arch, 3, 3, size, family="image2image").build().eval()
+    base = ModelSpec(arch.split(":")[0], 3, 3, size, family="image2image").build()
+    x = torch.rand(2, 3, size, size)
+    assert model(x).shape == x.shape and model.multiple == multiple
+    deeper = int(arch.split(":")[1]) > {"unet": 2, "encdec": 2, "resnet-i2i": 3}[arch.split(":")[0]]
+    assert (sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in base.parameters())) == deeper
+    save_model(tmp_path / "m", model)
+    loaded, manifest = load_model(tmp_path / "m")
+    assert manifest["spec"]["arch"] == arch and torch.equal(loaded(x), model(x))
+    with pytest.raises(ShapeError, match=f"divisible by {multiple}"):
+        model(torch.rand(1, 3, size + multiple // 2, size + multiple // 2))
+
+
+@pytest.mark.parametrize(
+    ("arch", "size", "match"),
+    [("unet:0", 32, "1 to 8"), ("unet:x", 32, "1 to 8"), ("conv3:2", 32, "no depth"), ("unet:3", 36, "divisible by 8"),
+     ("unte:3", 32, "unet")],
+)  # fmt: skip
+def test_bad_depths_are_one_clear_error(arch: str, size: int, match: str) -> None:
+    with pytest.raises((ConfigError, UnknownNameError), match=match):
+        ModelSpec(arch, 3, 3, size, family="image2image").build()
+
+
+def _folder(root, n: int, size: int, grey: bool = False):
+    """A flat folder of ``n`` photo patches of ``size`` px cut from scikit-image's astronaut, as PNGs."""
+    from PIL import Image
+    from skimage import data
+
+    root.mkdir()
+    img = data.astronaut()
+    for i in range(n):
+        r, c = (i // 10) * 24 % (512 - size), (i % 10) * 40 % (512 - size)
+        patch = Image.fromarray(img[r : r + size, c : c + size])
+        (patch.convert("L") if grey else patch).save(root / f"p{i:03d}.png")
+    return root
+
+
+def test_a_task_runs_on_a_users_flat_image_folder_at_its_size(tmp_path) -> None:
+    from ownmark.data.image2image import parse_task
+
+    assert parse_task("deblur") == ("deblur", "photos")
+    assert parse_task("denoise@folder:/x/y") == ("denoise", "folder:/x/y")
+    with pytest.raises(UnknownNameError, match="deblur"):
+        parse_task("deblurr@folder:/x")
+    with pytest.raises(ConfigError, match="after '@'"):
+        parse_task("deblur@")
+    root = _folder(tmp_path / "imgs", 50, 64)
+    splits = load_task("deblur", dataset=f"folder:{root}")
+    assert (len(splits.owner), len(splits.attacker), len(splits.test)) == (25, 15, 10)
+    assert tuple(splits.owner.x.shape[1:]) == (3, 64, 64)
+    assert 0 < (splits.owner.x - splits.owner.y).abs().mean() < 0.1  # blurred inputs, clean targets
+    grey = load_task("denoise", dataset=f"folder:{_folder(tmp_path / 'grey', 20, 32, grey=True)}")
+    assert tuple(grey.owner.x.shape[1:]) == (3, 32, 32)  # grey images repeated on three channels
+    assert torch.equal(grey.owner.y[:, 0], grey.owner.y[:, 1])

@@ -31,7 +31,7 @@ from ownmark.errors import (
     require_non_negative,
     require_positive,
 )
-from ownmark.models.image2image import I2I_MODELS
+from ownmark.models.image2image import check_i2i_arch
 from ownmark.models.store import ModelSpec
 from ownmark.train.image2image import LOSSES, I2ITrainConfig, fit_i2i, predict, seeded
 from ownmark.train.loop import key_seed
@@ -50,7 +50,7 @@ class SurrogateConfig:
     augment: bool = False
 
     def __post_init__(self) -> None:
-        I2I_MODELS.get(self.arch)
+        check_i2i_arch(self.arch)
         require_choice(self, "loss", LOSSES)
         require_positive(self, "epochs", "batch_size", "lr")
         require_non_negative(self, "gan_weight")

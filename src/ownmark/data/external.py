@@ -59,7 +59,8 @@ def _read_image(file: pathlib.Path) -> Image.Image:
 def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = None) -> ImageSet:
     """Load a folder laid out as ``path/<class>/<image>``, like torchvision's ImageFolder.
 
-    Classes are the sub-folders in sorted order, so label ``k`` is the k-th folder name.
+    Classes are the sub-folders in sorted order, so label ``k`` is the k-th folder name; a folder with
+    images and no sub-folder is one class.
 
     Args:
         size: common (height, width); default: the size of the first image (first class folder,
@@ -73,6 +74,8 @@ def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = N
     if not root.is_dir():
         raise ConfigError(f"image folder {str(root)!r} is a file; expected a folder with one sub-folder per class")
     classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if not classes and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+        classes = [root]  # a flat folder of images: one class (image-to-image tasks need no labels)
     images, labels = [], []
     for label, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):

@@ -8,7 +8,10 @@ in the dataset, so a patch gets the same input in every split and run):
 - ``colourise``: luminance (ITU-R BT.601) repeated on three channels; the target is the colour patch.
 
 Owner, attacker and test pairs come from the disjoint, class-stratified splits of
-:func:`ownmark.data.make_splits`, so an attacker never sees the owner's patches.
+:func:`ownmark.data.make_splits`, so an attacker never sees the owner's patches. A task runs on any
+dataset as ``TASK@SOURCE`` (:func:`parse_task`), e.g. ``deblur@folder:/data/faces``: a user's image
+folder (flat, or one sub-folder per class), every image resized to the first one's size (256 px images
+stay 256 px); grey sources are repeated on three channels.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch.nn import functional as F
 
 from ownmark.data.datasets import load_dataset
 from ownmark.data.splits import make_splits
-from ownmark.errors import ShapeError, check_images
+from ownmark.errors import ConfigError, ShapeError, check_images
 from ownmark.registry import Registry
 
 TASKS: Registry[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = Registry("image-to-image task")
@@ -86,6 +89,10 @@ def colourise(clean: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Tens
     return (clean * weights).sum(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
 
 
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
 def _gen(seed: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + index) & 0x7FFFFFFFFFFFFFFF)
 
@@ -103,6 +110,23 @@ def make_pairs(task: str, clean: torch.Tensor, index: torch.Tensor, *, seed: int
     return Pairs(task, TASKS.get(task)(clean, index, seed).contiguous(), clean)
 
 
+def parse_task(name: str) -> tuple[str, str]:
+    """``TASK`` or ``TASK@SOURCE`` -> (task, dataset name); the task is checked, the source defaults to
+    the bundled ``photos``.
+
+    Example:
+        >>> parse_task("deblur"), parse_task("denoise@folder:/data/faces")
+        (('deblur', 'photos'), ('denoise', 'folder:/data/faces'))
+    """
+    if not isinstance(name, str):
+        raise ConfigError(f"an image-to-image task is a name such as 'deblur' or 'deblur@folder:PATH', got {name!r}")
+    task, sep, source = name.partition("@")
+    TASKS.get(task)
+    if sep and not source:
+        raise ConfigError(f"{name!r} names no images after '@'; e.g. 'deblur@folder:/data/faces'")
+    return task, source or "photos"
+
+
 def load_task(task: str = "denoise", *, split_seed: int = 0, dataset: str = "photos") -> TaskSplits:
     """Owner / attacker / test pairs of ``task`` on the disjoint splits of ``dataset`` (50/30/20).
 
@@ -113,9 +137,11 @@ def load_task(task: str = "denoise", *, split_seed: int = 0, dataset: str = "pho
     """
     TASKS.get(task)  # unknown names fail before any work
     data = load_dataset(dataset)
+    if data.x.shape[1] not in (1, 3):
+        raise ShapeError(f"image-to-image tasks take grey or RGB images, {dataset} has {data.x.shape[1]} channels")
     splits = make_splits(data, seed=split_seed)
     parts = {
-        part: make_pairs(task, getattr(splits, part).x, splits.indices[part], seed=split_seed)
+        part: make_pairs(task, _rgb(getattr(splits, part).x), splits.indices[part], seed=split_seed)
         for part in ("owner", "attacker", "test")
     }
     return TaskSplits(**parts)

@@ -93,6 +93,10 @@ class Family:
         """Names of the family's registered architectures (``tv:NAME`` / ``timm:NAME`` aside)."""
         raise NotImplementedError
 
+    def owns_arch(self, arch: str) -> bool:
+        """Whether ``arch`` names one of the family's architectures (the CLI tells the family by it)."""
+        return arch in self.archs()
+
     # -- models --------------------------------------------------------------------------------
     def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
         """An untrained model of ``arch``: images of ``in_channels`` x ``image_size`` px in,

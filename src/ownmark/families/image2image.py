@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ownmark.bench.plan import MatrixConfig
 
 DEFAULTS: dict[str, Any] = {
-    "task": "deblur",
+    "task": "deblur",  # or TASK@SOURCE: deblur@folder:PATH (a user's images, any size)
     "arch": "encdec",
     "epochs": 10,  # the target's training epochs (the i2i bench's CPU preset)
     "nulls": [["encdec", 301, "owner"], ["unet", 302, "owner"], ["resnet-i2i", 303, "attacker"]],
@@ -41,19 +41,19 @@ class I2ISettings:
 
 def i2i_settings(raw: dict[str, Any]) -> I2ISettings:
     """A matrix's ``image2image`` section over :data:`DEFAULTS`, checked."""
-    from ownmark.data.image2image import TASKS
-    from ownmark.models.image2image import I2I_MODELS
+    from ownmark.data.image2image import parse_task
+    from ownmark.models.image2image import check_i2i_arch
 
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise ConfigError(f"unknown keys {sorted(unknown)} under `image2image`; known: {sorted(DEFAULTS)}")
     out = {**DEFAULTS, **raw}
-    TASKS.get(out["task"])
-    I2I_MODELS.get(out["arch"])
+    parse_task(out["task"])
+    check_i2i_arch(out["arch"])
     for entry in out["nulls"]:
         if len(entry) != 3 or entry[2] not in ("owner", "attacker"):
             raise ConfigError(f"each `image2image.nulls` entry is [arch, seed, owner|attacker], got {entry!r}")
-        I2I_MODELS.get(entry[0])
+        check_i2i_arch(entry[0])
     if isinstance(out["epochs"], bool) or not isinstance(out["epochs"], int) or out["epochs"] < 1:
         raise ConfigError(f"`image2image.epochs` is a positive int, got {out['epochs']!r}")
     nulls = tuple((str(a), int(s), str(p)) for a, s, p in out["nulls"])
@@ -95,6 +95,13 @@ class Image2Image(Family):
 
         return I2I_MODELS.names()
 
+    def owns_arch(self, arch: str) -> bool:
+        """A registered name, or one with a depth (``unet:4``, ``encdec:3``, ``resnet-i2i:6``)."""
+        from ownmark.models.image2image import DEPTHS
+
+        base, sep, depth = arch.partition(":")
+        return arch in self.archs() or (bool(sep) and base in DEPTHS and depth.isdigit())
+
     def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
         from ownmark.models.image2image import build_i2i
 
@@ -118,10 +125,12 @@ class Image2Image(Family):
             return self.spec("conv3", data).build(), data
 
     def load_splits(self, dataset: str, split_seed: int) -> Any:
-        """The pairs of a task (``denoise``, ``deblur``, ``colourise``) on the bundled photo patches."""
-        from ownmark.data.image2image import load_task
+        """The pairs of a task (``denoise``, ``deblur``, ``colourise``) on the bundled photo patches, or
+        on any dataset as ``TASK@SOURCE`` (e.g. ``deblur@folder:/data/faces``: a user's images, any size)."""
+        from ownmark.data.image2image import load_task, parse_task
 
-        return load_task(dataset, split_seed=split_seed)
+        task, source = parse_task(dataset)
+        return load_task(task, split_seed=split_seed, dataset=source)
 
     def train_config(self, overrides: dict[str, str]) -> Any:
         from ownmark.train.image2image import I2ITrainConfig

@@ -1,7 +1,10 @@
 """Small image-to-image networks: a UNet, a conv encoder-decoder, a ResNet-style generator, a PatchGAN.
 
 All are fully convolutional, CPU-fast at 32x32, and take and return ``(N, C, H, W)`` images with H
-and W divisible by 4. When input and output channels match, a network predicts a residual that is
+and W divisible by 4 (by 2**N for ``unet:N``). Depth is a setting of the name: ``unet:N`` is a UNet of
+N levels (``unet`` has 2), ``resnet-i2i:N`` has N residual blocks (3 by default), ``encdec:N`` halves
+the resolution N times (2 by default), for larger images (e.g. 256 px) that need a wider field of view.
+When input and output channels match, a network predicts a residual that is
 added to its input (restoration tasks start from the identity), unless ``residual=False`` (the
 extractor R of deep output watermarking maps images to a watermark, not to themselves).
 
@@ -42,11 +45,13 @@ class I2INet(nn.Module):
                 f"a residual network needs in_channels == out_channels, got {in_channels}, {out_channels}"
             )
         self.body, self.in_channels, self.out_channels, self.residual = body, in_channels, out_channels, residual
+        self.multiple = getattr(body, "multiple", 4)  # what H and W must be divisible by
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % 4 or x.shape[-2] % 4:
+        m = self.multiple
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % m or x.shape[-2] % m:
             raise ShapeError(
-                f"{type(self.body).__name__} takes (N, {self.in_channels}, H, W) with H, W divisible by 4, "
+                f"{type(self.body).__name__} takes (N, {self.in_channels}, H, W) with H, W divisible by {m}, "
                 f"got {tuple(x.shape)}"
             )
         out = self.body(x)
@@ -76,6 +81,33 @@ class UNetBody(nn.Module):
         return self.out(d1)
 
 
+class DeepUNetBody(nn.Module):
+    """UNet of ``levels`` levels (Ronneberger et al. 2015), width ``w`` doubling per level up to 8w: what
+    ``unet:N`` builds (``unet`` keeps its two-level :class:`UNetBody`, so saved models load as before)."""
+
+    def __init__(self, cin: int, cout: int, levels: int, w: int = 16) -> None:
+        super().__init__()
+        widths = [w * 2 ** min(i, 3) for i in range(levels + 1)]
+        self.multiple = 2**levels
+        self.stem = nn.Sequential(_conv(cin, w), _conv(w, w))
+        self.down = nn.ModuleList(
+            nn.Sequential(_conv(widths[i], widths[i + 1], 2), _conv(widths[i + 1], widths[i + 1]))
+            for i in range(levels)
+        )
+        self.up = nn.ModuleList(_up(widths[i + 1], widths[i]) for i in range(levels))
+        self.merge = nn.ModuleList(_conv(2 * widths[i], widths[i]) for i in range(levels))
+        self.out = nn.Conv2d(w, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        h = skips.pop()
+        for i in reversed(range(len(self.up))):
+            h = self.merge[i](torch.cat([self.up[i](h), skips.pop()], 1))
+        return self.out(h)
+
+
 class ResNetBody(nn.Module):
     """ResNet-style generator (Johnson et al. 2016): down 2x, ``blocks`` residual blocks, up 2x."""
 
@@ -96,25 +128,28 @@ class ResNetBody(nn.Module):
 
 
 @I2I_MODELS.register("unet")
-def unet(cin: int, cout: int, residual: bool) -> nn.Module:
-    """Small UNet (width 16, two levels): about 0.12M parameters."""
-    return I2INet(UNetBody(cin, cout), cin, cout, residual)
+def unet(cin: int, cout: int, residual: bool, depth: int | None = None) -> nn.Module:
+    """Small UNet (width 16, two levels): about 0.12M parameters; ``unet:N``: N levels."""
+    if depth is None:
+        return I2INet(UNetBody(cin, cout), cin, cout, residual)
+    return I2INet(DeepUNetBody(cin, cout, depth), cin, cout, residual)
 
 
 @I2I_MODELS.register("encdec")
-def encdec(cin: int, cout: int, residual: bool) -> nn.Module:
-    """Plain conv encoder-decoder without skips: 32 -> 16 -> 8 -> 16 -> 32."""
-    body = nn.Sequential(
-        _conv(cin, 32), _conv(32, 64, 2), _conv(64, 64, 2), _conv(64, 64), _up(64, 64), _up(64, 32),
-        nn.Conv2d(32, cout, 3, 1, 1),
-    )  # fmt: skip
+def encdec(cin: int, cout: int, residual: bool, depth: int | None = None) -> nn.Module:
+    """Plain conv encoder-decoder without skips: 32 -> 16 -> 8 -> 16 -> 32; ``encdec:N`` halves N times."""
+    n = 2 if depth is None else depth
+    layers = [_conv(cin, 32), _conv(32, 64, 2), *(_conv(64, 64, 2) for _ in range(n - 1)), _conv(64, 64)]
+    layers += [*(_up(64, 64) for _ in range(n - 1)), _up(64, 32), nn.Conv2d(32, cout, 3, 1, 1)]
+    body = nn.Sequential(*layers)
+    body.multiple = 2**n
     return I2INet(body, cin, cout, residual)
 
 
 @I2I_MODELS.register("resnet-i2i")
-def resnet_i2i(cin: int, cout: int, residual: bool) -> nn.Module:
-    """ResNet-style generator with three residual blocks at half resolution."""
-    return I2INet(ResNetBody(cin, cout), cin, cout, residual)
+def resnet_i2i(cin: int, cout: int, residual: bool, depth: int | None = None) -> nn.Module:
+    """ResNet-style generator with three residual blocks at half resolution; ``resnet-i2i:N``: N blocks."""
+    return I2INet(ResNetBody(cin, cout, blocks=3 if depth is None else depth), cin, cout, residual)
 
 
 @I2I_MODELS.register("conv3")
@@ -160,8 +195,13 @@ def build_i2i(
         >>> net(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 3, 32, 32])
     """
-    if image_size % 4:
-        raise ConfigError(f"image-to-image networks need an image_size divisible by 4, got {image_size}")
+    base, depth = split_depth(arch) if not arch.startswith("barrier:") else (arch, None)
+    multiple = 2**depth if base in ("unet", "encdec") and depth is not None else 4
+    if image_size % multiple:
+        raise ConfigError(
+            f"the image-to-image network {arch} needs an image_size divisible by {multiple}, got {image_size}; "
+            "resize the images or use fewer levels"
+        )
     if arch.startswith("barrier:"):
         target, _, embedder = arch.removeprefix("barrier:").partition("+")
         if not embedder:
@@ -171,8 +211,40 @@ def build_i2i(
             build_i2i(embedder, 2 * out_channels, out_channels, image_size, residual=False),
             torch.zeros(out_channels, image_size, image_size),
         )
-    builder = I2I_MODELS.get(arch)
-    return builder(in_channels, out_channels, in_channels == out_channels if residual is None else residual)
+    builder = I2I_MODELS.get(base)
+    residual = in_channels == out_channels if residual is None else residual
+    if depth is None:
+        return builder(in_channels, out_channels, residual)
+    if base not in DEPTHS:
+        raise ConfigError(f"{base} has no depth setting; ':N' fits {', '.join(DEPTHS)}")
+    return builder(in_channels, out_channels, residual, depth=depth)
+
+
+DEPTHS = ("unet", "encdec", "resnet-i2i")  # the architectures whose name takes ':N'
+
+
+def split_depth(arch: str) -> tuple[str, int | None]:
+    """``unet:4`` -> ("unet", 4); ``unet`` -> ("unet", None); the depth is checked (an int 1-8).
+
+    Example:
+        >>> split_depth("unet:3"), split_depth("encdec")
+        (('unet', 3), ('encdec', None))
+    """
+    base, sep, depth = arch.partition(":")
+    if not sep:
+        return arch, None
+    if not depth.isdigit() or not 1 <= int(depth) <= 8:
+        raise ConfigError(f"the depth in {arch!r} must be an int from 1 to 8, e.g. 'unet:4'")
+    I2I_MODELS.get(base)
+    return base, int(depth)
+
+
+def check_i2i_arch(arch: str) -> None:
+    """Raise UnknownNameError / ConfigError for a name :func:`build_i2i` cannot build (``NAME`` or ``NAME:N``)."""
+    base, depth = split_depth(arch)
+    I2I_MODELS.get(base)
+    if depth is not None and base not in DEPTHS:
+        raise ConfigError(f"{base} has no depth setting; ':N' fits {', '.join(DEPTHS)}")
 
 
 class BarrierModel(nn.Module):
