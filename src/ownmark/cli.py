@@ -843,6 +843,10 @@ def bench_encoders(
         Path | None, typer.Option(help="Folder for results.json, report.md, figures and the matrix rows (matrix/).")
     ] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="Markdown file whose encoder section to write.")] = None,
+    executor: Annotated[str, typer.Option(help="The matrix's executor: serial, local (worker processes) or ray.")] = (
+        "serial"
+    ),
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs for a local Ray instance.")] = 2,
 ) -> None:
     """AWEncoder embedded, attacked and verified beside null encoders (the matrix preset), as the encoder report."""
     _outputs((out, "--out", "folder"), (benchmarks, "--benchmarks", "file"))
@@ -852,7 +856,11 @@ def bench_encoders(
     if preset not in PRESETS:
         raise ConfigError(f"no encoder bench preset {preset!r}; known: {', '.join(PRESETS)}")
     out = out or Path("runs") / "bench" / preset
-    results = run_encoder_bench(preset, out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    from ownmark.bench.executors import make_executor
+
+    results = run_encoder_bench(
+        preset, out, executor=make_executor(executor, workers=workers), say=lambda m: console.print(f"[dim]{m}[/]")
+    )
     if benchmarks is not None:
         publish(benchmarks, preset, benchmarks_section(results))
     console.print(f"report written to {out / 'report.md'}")
@@ -871,6 +879,10 @@ def bench_image2image(
         Path | None, typer.Option(help="Folder for results.json, report.md, figures and the matrix work folder.")
     ] = None,
     benchmarks: Annotated[Path | None, typer.Option(help="BENCHMARKS.md to write the section into.")] = None,
+    executor: Annotated[str, typer.Option(help="The matrix's executor: serial, local (worker processes) or ray.")] = (
+        "serial"
+    ),
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs for a local Ray instance.")] = 2,
 ) -> None:
     """Deep output watermarking in depth: the matrix grid's rows (surrogates, perturbations, null models) beside
     fidelity, controls, the fidelity-weight sweep and latency."""
@@ -882,7 +894,12 @@ def bench_image2image(
     if preset not in PRESETS:
         raise UnknownNameError(f"no image2image bench preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
     out = out or Path("runs") / "bench" / "image2image"
-    results = run_bench(PRESETS[preset], out, say=lambda m: console.print(f"[dim]{m}[/]"))
+    from ownmark.bench.executors import make_executor
+
+    results = run_bench(
+        PRESETS[preset], out, executor=make_executor(executor, workers=workers),
+        say=lambda m: console.print(f"[dim]{m}[/]"),
+    )  # fmt: skip
     if benchmarks is not None:
         publish(benchmarks, "image2image", render(results, benchmarks_md=True))
     console.print(f"results in {out / 'results.json'}, report in {out / 'report.md'} ({results['minutes']:.1f} min)")

@@ -149,3 +149,15 @@ def test_user_errors_are_one_red_line(monkeypatch, capsys) -> None:
         cli.main()
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1 and len(err) == 1 and "image2image" in err[0] and err[0].startswith("error: ")
+
+
+@pytest.mark.parametrize("study", ["image2image", "encoders"])
+def test_a_studys_matrix_executor_is_checked_before_any_work(study: str, monkeypatch, capsys, tmp_path) -> None:
+    preset = {"image2image": "smoke", "encoders": "awencoder-smoke"}[study]
+    argv = ["ownmark", "bench", study, "--preset", preset, "--out", str(tmp_path / "o"), "--executor", "threads"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and err == ["error: --executor must be serial, local or ray, got 'threads'"]
+    assert not (tmp_path / "o").exists()
