@@ -82,7 +82,7 @@ class TriggerDetectConfig:
         from ownmark.watermarks import WATERMARKS
 
         cls = WATERMARKS.get(self.scheme)
-        if getattr(cls, "family", "classifier") != "classifier" or not hasattr(cls, "draw_key"):
+        if getattr(cls, "family", "classifier") not in TriggerDetect.families or not hasattr(cls, "draw_key"):
             raise ConfigError(
                 f"TriggerDetectConfig.scheme must be a trigger-set classifier scheme (fcw, content, noise, unrelated, "
                 f"ptynet), got {self.scheme!r}"
