@@ -106,6 +106,24 @@ def test_config_files_yaml_and_toml(tmp_path: Path) -> None:
         ({"schemes": {"fcw": {}}, "nulls": {"seeds": "abc"}}, ConfigError, "nulls.seeds"),
         ({"schemes": {"fcw": {}}, "nulls": {"arches": ["cnn2"]}}, ConfigError, "arches"),
         ({"schemes": {"fcw": {}}, "clean": {"epochz": 3}}, ConfigError, "epochz"),
+        # schemes' and attacks' settings are resolved on load too (they used to fail in the embed or cell task)
+        ({"schemes": {"fcw": {"set": {"epochz": 2}}}}, ConfigError, "FCWConfig has no setting 'epochz'"),
+        ({"schemes": {"fcw": {"preset": "nope"}}}, UnknownNameError, "no preset 'nope'"),
+        ({"schemes": {"fcw": {"sett": {}}}}, ConfigError, "scheme 'fcw' is"),
+        ({"schemes": {"fcw": {}}, "attacks": [{"name": "prune", "set": {"amountt": 0.5}}]}, ConfigError, "amountt"),
+        (
+            {"schemes": {"fcw": {}}, "attacks": [{"name": "prune", "sweep": {"amount": [0.5, "x"]}}]},
+            ConfigError,
+            "amount",
+        ),
+        (
+            {
+                "schemes": {"fcw": {}},
+                "attacks": [{"name": "prune", "set": {"amount": 0.5}}, {"name": "prune", "set": {"amount": 0.9}}],
+            },
+            ConfigError,
+            "labelled",
+        ),
     ],
 )
 def test_bad_configs_are_refused(raw: dict, error: type, match: str) -> None:
@@ -122,6 +140,12 @@ def test_families_settings_are_typed_and_parsed_once() -> None:
     assert classifier.null_archs == ("cnn2", "lenet") and classifier.null_seeds == 10 and classifier.attacker_model
     assert classifier.nulls.epochs == 6 and classifier.clean.epochs == 10  # null_training over clean
     assert config.settings("encoder") is encoder  # the object parsed when the config was built
+    # every scheme's config and every cell's attack stages are resolved once, on load
+    from ownmark.watermarks import WATERMARKS
+
+    assert config.scheme_config("awencoder-secret") == WATERMARKS.get("awencoder").presets["secret"].config
+    ((name, ftal),) = config.attack_stages[("fcw", "ftal lr=0.05")]
+    assert name == "ftal" and ftal.lr == 0.05 and ftal.epochs == 3 and config.attack_stages[("fcw", "none")] == ()
     assert "family_settings" not in config.to_dict() and config.to_dict()["seeds"] == [0, 1]
     # tasks carry the config itself to worker processes: it survives pickling with its parsed settings
     import pickle
@@ -302,9 +326,12 @@ def test_a_chained_attack_entry_runs_its_stages_in_order() -> None:
     spec = {"name": "prune", "set": {"amount": 0.5}, "then": [{"name": "squeeze", "set": {"bits": 1}}]}
     ((label, setting),) = expand(spec)
     assert label == "prune+squeeze" and setting["then"] == [{"name": "squeeze", "set": {"bits": 1}}]
+    config = MatrixConfig.from_dict({"name": "x", "schemes": {"fcw": {}}, "attacks": [spec]})
+    stages = config.attack_stages[("fcw", "prune+squeeze")]
+    assert [name for name, _ in stages] == ["prune", "squeeze"] and stages[1][1].bits == 1
     model = ModelSpec("cnn2", 3, 4, 16).build().eval()
     ctx = SimpleNamespace(splits=SimpleNamespace(attacker=toy_images()))
-    attacked, cost = _attack(setting, model, ctx, 0, None)
+    attacked, cost = _attack(stages, model, ctx, 0, None)
     assert cost.details["amount"] == 0.5 and attacked.transform.bits == 1  # pruned, then served behind 1-bit inputs
     from ownmark.attacks.prune import prunable_weights
 

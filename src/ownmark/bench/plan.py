@@ -88,6 +88,12 @@ class MatrixConfig:
     threads: int = 1
     # each family's typed settings (``Family.parse_settings``), parsed once here; tasks read them back
     family_settings: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    # each scheme label's resolved config (preset + set) and each cell's attack stages (name, resolved config)
+    # by (scheme, attack label)
+    scheme_configs: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    attack_stages: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         from ownmark.attacks import ATTACKS
@@ -141,6 +147,7 @@ class MatrixConfig:
                     f"attack {spec['name']!r} runs on {'/'.join(attack_families(spec))} models and no scheme here "
                     f"marks one; add such a scheme or drop the attack"
                 )
+        self._resolve_units()
         if not isinstance(self.threads, int) or self.threads < 1:
             raise ConfigError(f"threads must be a positive int, got {self.threads!r}")
         seeds = [self.split_seed, *self.seeds]
@@ -151,6 +158,37 @@ class MatrixConfig:
             )
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha!r}")
+
+    def _resolve_units(self) -> None:
+        """Resolve every scheme's and every attack setting's config once, here: a bad ``set`` value fails on
+        load (not in a task after the clean models trained), and tasks never parse settings again."""
+        from ownmark.attacks import ATTACKS
+        from ownmark.config import apply_overrides, resolve_config
+
+        for label, spec in self.schemes.items():
+            spec = spec or {}
+            if not isinstance(spec, dict) or set(spec) - {"scheme", "preset", "set"}:
+                raise ConfigError(f"scheme {label!r} is {{scheme: NAME, preset: NAME, set: {{...}}}}, got {spec!r}")
+            self.scheme_configs[label] = resolve_config(
+                scheme_class(self.schemes, label), spec.get("preset"), spec.get("set") or {}
+            )
+        built: dict[str, tuple[tuple[str, Any], ...]] = {}
+        for scheme, label, setting, _seed in self.cells():
+            key = repr(setting)
+            if key not in built:
+                stages = []
+                for stage in [setting, *setting.get("then", [])]:
+                    if stage["name"] != "none":
+                        cls = ATTACKS.get(stage["name"])
+                        stages.append((stage["name"], apply_overrides(cls.config_class(), stage["set"])))
+                built[key] = tuple(stages)
+            if self.attack_stages.get((scheme, label), built[key]) != built[key]:
+                raise ConfigError(f"two attack entries of scheme {scheme!r} are labelled {label!r}; give one a `label`")
+            self.attack_stages[(scheme, label)] = built[key]
+
+    def scheme_config(self, label: str) -> Any:
+        """The resolved config of the scheme labelled ``label`` (its preset with ``set`` applied)."""
+        return self.scheme_configs[label]
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> MatrixConfig:

@@ -86,15 +86,13 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     from ownmark.bench.plan import scheme_class, scheme_family
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
-    from ownmark.watermarks import resolve_config
 
     scheme, seed, cfg = args["scheme"], args["seed"], args["config"]
     path = _paths(args) / f"{scheme}-seed{seed}"
     if artefact_paths(path.with_name(path.name + "-key"))[1].is_file():
         return []
-    spec = cfg.schemes[scheme] or {}
     cls, family = scheme_class(cfg.schemes, scheme), _family(scheme_family(cfg.schemes, scheme))
-    config = resolve_config(cls, spec.get("preset"), spec.get("set", {}))
+    config = cfg.scheme_config(scheme)  # resolved once, when the config was built
     clean, _ = load_model(_paths(args) / family.clean_name(seed))
     data = family.load(cfg)
     marked, key = cls(config).embed(clean, data.splits.owner, seed=seed, engine=_engine(args))
@@ -120,7 +118,8 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     key = load_key(_paths(args) / f"{scheme_name}-seed{seed}-key")
     clean, clean_manifest = load_model(_paths(args) / family.clean_name(seed))
     scheme = scheme_class(schemes, scheme_name)()
-    attacked, cost = _attack(setting, marked, ctx, seed, _engine(args))
+    stages = args["config"].attack_stages[(scheme_name, args["label"])]  # resolved once, when the config was built
+    attacked, cost = _attack(stages, marked, ctx, seed, _engine(args))
     before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
     suspect = family.prepare_suspect(attacked, ctx, args["config"])
     verdict = decide(after, alpha)
@@ -152,18 +151,15 @@ def _cell_id(args: dict[str, Any]) -> str:
     return cell_id(args["scheme"], args["label"], args["seed"])
 
 
-def _attack(setting: dict[str, Any], marked, ctx, seed: int, engine):
+def _attack(stages: tuple[tuple[str, Any], ...], marked, ctx, seed: int, engine):
+    """Run an attack cell's stages (name, resolved config) in order; no stage: the marked model itself."""
     from ownmark.attacks import ATTACKS, Chain
     from ownmark.core import Cost
-    from ownmark.watermarks import apply_overrides
 
-    if setting["name"] == "none":
+    if not stages:
         return marked, Cost()
-    stages = []
-    for stage in [setting, *setting.get("then", [])]:
-        cls = ATTACKS.get(stage["name"])
-        stages.append(cls(apply_overrides(cls.config_class(), stage["set"])))
-    attack = stages[0] if len(stages) == 1 else Chain(stages)
+    units = [ATTACKS.get(name)(config) for name, config in stages]
+    attack = units[0] if len(units) == 1 else Chain(units)
     return attack(marked, ctx.splits.attacker, seed=seed, engine=engine)
 
 

@@ -27,14 +27,14 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ownmark.bench.plan import Executor, MatrixConfig, load_config, scheme_class, scheme_family
+from ownmark.bench.plan import Executor, MatrixConfig, load_config, scheme_family
 from ownmark.bench.report.benchmarks import machine
 from ownmark.bench.report.plots import to_png
 from ownmark.io import atomic_write_bytes, atomic_write_text, load_json, save_json
 from ownmark.train.image2image import predict
 from ownmark.verify import decide
 from ownmark.verify.metrics import psnr, ssim
-from ownmark.watermarks import config_dict, resolve_config
+from ownmark.watermarks import config_dict
 from ownmark.watermarks.deepwm import DeepWM
 
 NOTES = (
@@ -145,8 +145,7 @@ def _study(cfg: I2IBenchConfig, config: MatrixConfig, work: Path, out: Path, say
     for scheme in config.schemes:
         if scheme_family(config.schemes, scheme) != family.name:
             continue
-        spec = config.schemes[scheme] or {}
-        conf = resolve_config(scheme_class(config.schemes, scheme), spec.get("preset"), spec.get("set", {}))
+        conf = config.scheme_config(scheme)
         form = conf.form if conf.form not in forms else scheme
         marked = load_model(models / f"{scheme}-seed{seed}")[0].eval()
         key = load_key(models / f"{scheme}-seed{seed}-key")
