@@ -257,54 +257,9 @@ def test_report_from_a_run(tiny_run: Path, tmp_path: Path) -> None:
     assert "data:image/png;base64," in html.read_text()
 
 
-@pytest.mark.slow
-def test_encoder_rows_run_in_the_matrix_with_probe_utility_and_calibrated_verdicts(tmp_path: Path) -> None:
-    from ownmark.bench.report import write_report
-
-    # 2 cells, and the null encoder as pre-trained and fine-tuned at the two default adapt_lrs
-    # the preset the encoder bench's grid scales down to: the secret variant (the paper's adversarial delta
-    # ranked below decoys at this scale, p 0.37), two SSL epochs, one null encoder, black-box verdicts on
-    assert run_matrix(load_config("awencoder-smoke"), tmp_path, executor=make_executor("serial")) == 5
-    rows = _rows(tmp_path)
-    marked, pruned = rows["cell|awencoder|none|0"], rows["cell|awencoder|prune|0"]
-    assert marked["family"] == "encoder" and marked["owned"] and marked["p_value"] == pytest.approx(1 / 200)
-    # utility is the linear probe of frozen features: far above chance (10%) and the mark costs little
-    assert 0.75 <= marked["acc_clean"] <= 1.0 and abs(marked["acc_marked"] - marked["acc_clean"]) <= 0.05
-    assert pruned["owned"] and 0.7 <= pruned["acc_attacked"] <= 1.0
-    # black-box beside white-box: at two embedding epochs the mark is too faint for labels alone (measured
-    # p_black 0.31 marked, 0.20 pruned; the full preset's 20 epochs give p 0.005, BENCHMARKS.md)
-    for row in (marked, pruned):  # a rank among 199 decoys: p in {1/200, ..., 1}
-        assert row["p_black"] * 200 == pytest.approx(round(row["p_black"] * 200)) and 0 <= row["distinct"] <= 1
-        assert row["owned_black"] == (row["p_black"] <= 0.01)
-    assert {"p_black", "owned_black", "distinct", "decoy_distinct_max"} <= set(marked) & set(pruned)
-    for suffix in ("", "+finetuned-lr0.001", "+finetuned-lr0.01"):
-        null = rows[f"null|enc-conv4-simclr-seed201-attacker-data{suffix}|awencoder|0"]
-        assert not null["owned"] and null["p_value"] > 0.01, (suffix, null)
-        assert not null["owned_black"] and null["p_black"] > 0.01, (suffix, null)  # measured 0.61-0.89
-    assert (tmp_path / "models" / "calib-conv4-simclr-seed101.safetensors").is_file()  # the margin's nulls, kept
-    text = write_report(tmp_path, tmp_path / "report")[0].read_text()
-    assert "linear-probe accuracy" in text and "| awencoder | prune |" in text
-    assert "## Black-box verdicts" in text and "| awencoder | null models | 0/3 | 0/3 |" in text
-
-
-@pytest.mark.slow
-def test_image_to_image_rows_run_in_the_matrix_with_ssim_utility(tmp_path: Path) -> None:
-    cfg = load_config("image2image-smoke")
-    assert cfg.families() == ["image2image"] and [c[1] for c in cfg.cells()] == ["none", "output-noise", "surrogate"]
-    assert run_matrix(cfg, tmp_path, executor=make_executor("serial")) == 4
-    rows = _rows(tmp_path)
-    marked, noisy = rows["cell|deepwm|none|0"], rows["cell|deepwm|output-noise|0"]
-    assert marked["family"] == "image2image" and marked["owned"] and marked["p_value"] <= 1e-6
-    # utility is the SSIM of outputs against the ground truth. At this tiny scale (8 epochs, H and R
-    # trained to hide random messages) the mark costs SSIM: measured 0.87 clean, 0.72 marked
-    assert 0.6 <= marked["acc_clean"] <= 1.0 and marked["acc_marked"] >= marked["acc_clean"] - 0.2
-    assert noisy["acc_attacked"] < marked["acc_marked"]
-    # a 2-epoch conv3 surrogate does not pick the mark up at this scale (measured p 1.0, SSIM 0.84): the
-    # grid records it as a removal by extraction
-    surrogate = rows["cell|deepwm|surrogate|0"]
-    assert not surrogate["owned"] and surrogate["cost_epochs"] == 2
-    null = rows["null|i2i-conv3-seed301-attacker-data|deepwm|0"]
-    assert not null["owned"] and null["p_value"] > 0.01
+# The encoder and image-to-image rows of the matrix (awencoder-smoke, image2image-smoke) are checked on the
+# runs of the studies that read them (tests/bench/test_encoders_bench.py, tests/image2image/test_bench_cli.py):
+# one training of each preset in the suite.
 
 
 def test_report_needs_results(tmp_path: Path) -> None:
