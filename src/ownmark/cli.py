@@ -630,10 +630,17 @@ def _fitted_splits(family: Any, model: Any, splits: Any, source: str) -> Any:
 def calibrate(
     key: Annotated[Path, typer.Option(help="The owner's key.")],
     out: Annotated[Path, typer.Option(help="Calibration file (JSON) to write.")],
-    dataset: Dataset = "mnist5k",
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="The data the null models train on; default the key's family's (mnist5k; deblur)."),
+    ] = None,
     split_seed: SplitSeed = 0,
-    archs: Annotated[str, typer.Option(help="Comma-separated architectures of the null models.")] = "cnn2,lenet",
-    seeds: Annotated[int, typer.Option(help="Null models per architecture (plus one on the attacker split).")] = 10,
+    archs: Annotated[
+        str, typer.Option(help="Classifier keys: comma-separated architectures of the null models.")
+    ] = "cnn2,lenet",
+    seeds: Annotated[
+        int, typer.Option(help="Classifier keys: null models per architecture (plus one on the attacker split).")
+    ] = 10,
     alpha: Annotated[float, typer.Option(help="Significance level for the false-positive count.")] = 0.01,
     accelerator: Accelerator = "cpu",
     devices: Devices = 1,
@@ -641,12 +648,16 @@ def calibrate(
 ) -> None:
     """Train independent null models, measure their answers to the key, store a calibrated p0 (binomial keys).
 
-    The file is bound to the key's digest (verify refuses it for another key). For keys tested
-    exactly (randomization over decoy keys, permutation of secret labels) it only measures the
-    false-claim rate on the null models.
+    The null models are the bench's (one step shared with `ownmark bench run`'s null rows): for a classifier
+    key --archs x --seeds and one on the attacker's data; for another family its default null models and
+    their adapted variants (encoders: five encoders of other seeds, SSL methods and architectures, each also
+    fine-tuned downstream; image-to-image: three independently trained targets). The file is bound to the
+    key's digest (verify refuses it for another key). For keys tested exactly (randomization over decoy
+    keys, permutation of secret labels, exact bit tests) it only measures the false-claim rate on them.
     """
     _outputs((out, "--out", "file"))
-    from ownmark.families.classifier import Context, null_evidence, null_models
+    from ownmark.bench.nulls import calibration_plan, train_null
+    from ownmark.families.classifier import null_evidence
     from ownmark.io import artefact_paths, load_json, load_key
     from ownmark.verify import calibrate as calibrate_
     from ownmark.watermarks import WATERMARKS
@@ -654,10 +665,9 @@ def calibrate(
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     k = load_key(key)
-    ctx = Context.load(dataset, split_seed)
-    models = null_models(
-        ctx, archs.split(","), list(range(1000, 1000 + seeds)), engine=_engine(accelerator, devices, num_nodes)
-    )
+    plan = calibration_plan(k.scheme, dataset, split_seed, archs=archs.split(","), seeds=seeds)
+    engine = _engine(accelerator, devices, num_nodes)
+    models = {name: m for null in plan.null_names() for name, m in train_null(plan, null, engine).items()}
     digest = load_json(artefact_paths(key)[1])["sha256"]
     cal = calibrate_(null_evidence(WATERMARKS.get(k.scheme)(), k, models), key_digest=digest, alpha=alpha)
     cal.save(out)

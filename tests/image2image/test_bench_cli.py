@@ -185,3 +185,26 @@ def test_a_studys_matrix_executor_is_checked_before_any_work(study: str, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1 and err == ["error: --executor must be serial, local or ray, got 'threads'"]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_calibrate_takes_an_image_to_image_key_to_the_familys_null_models(tmp_path: Path, one_thread, monkeypatch):
+    """`ownmark calibrate` trains the bench's null models of the key's family (one shared step): for a deepwm
+    key the image-to-image family's three targets, not classifiers. Their training is stubbed here (untrained
+    networks of each null's architecture): what is tested is the routing and the exact test's calibration."""
+    from ownmark.families.image2image import Image2Image
+
+    invoke("train", "--family", "image2image", "--out", tmp_path / "clean", "--arch", "conv3", "--set", "epochs=1")
+    invoke("embed", "deepwm", "--model", tmp_path / "clean", "--out", tmp_path / "wm", *TINY)
+    trained: list[str] = []
+
+    def untrained(self, data, config, null, engine):
+        trained.append(null.name)
+        return self.spec(null.arch, data.splits.owner).build().eval()
+
+    monkeypatch.setattr(Image2Image, "train", untrained)
+    out = invoke("calibrate", "--key", tmp_path / "wm" / "key", "--out", tmp_path / "cal.json")
+    assert trained == ["i2i-encdec-seed301", "i2i-unet-seed302", "i2i-resnet-i2i-seed303-attacker-data"]
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert cal["scheme"] == "deepwm" and cal["p0"] is None and "no p0 to calibrate" in out
+    assert [m["name"] for m in cal["models"]] == trained and cal["false_positive_rate"] == 0

@@ -164,16 +164,17 @@ def _attack(stages: tuple[tuple[str, Any], ...], marked, ctx, seed: int, engine)
 
 
 def _null(args: dict[str, Any]) -> list[Row]:
+    from ownmark.bench.nulls import train_null
     from ownmark.bench.plan import scheme_class, scheme_family
+    from ownmark.families import NullSpec
     from ownmark.io import load_key
     from ownmark.verify import decide
 
     cfg, null = args["config"], args["null"]
     family = _family(null["family"])
-    models = {null["name"]: _null_model(args)}
-    # adapted as a suspect in the wild would be (encoders: fine-tuned downstream)
     data = family.load(cfg)
-    models |= family.adapted(null["name"], models[null["name"]], data, cfg, null["seed"])
+    # with its variants adapted as a suspect in the wild would be (encoders: fine-tuned downstream)
+    models = train_null(cfg, NullSpec(**null), _engine(args), data)
     keys = [
         (scheme_name, seed, scheme_class(cfg.schemes, scheme_name)(),
          load_key(_paths(args) / f"{scheme_name}-seed{seed}-key"))

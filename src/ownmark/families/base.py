@@ -180,6 +180,11 @@ class Family:
         when the config is built (a config naming a scheme of this family); read them with :meth:`settings`."""
         return None
 
+    def plan_data(self, dataset: str, split_seed: int) -> dict[str, Any]:
+        """The matrix config fields that make a plan of this family run on ``dataset`` (a command's
+        ``--dataset``): the top-level dataset by default (image-to-image: the section's task)."""
+        return {"dataset": dataset, "split_seed": split_seed}
+
     def settings(self, config: MatrixConfig) -> Any:
         """The typed settings :meth:`parse_settings` made of ``config``."""
         return config.settings(self.name)

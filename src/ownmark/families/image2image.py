@@ -160,6 +160,9 @@ class Image2Image(Family):
     def parse_settings(self, config: MatrixConfig) -> I2ISettings:
         return i2i_settings(config.image2image or {})
 
+    def plan_data(self, dataset: str, split_seed: int) -> dict[str, Any]:
+        return {"split_seed": split_seed, "image2image": {"task": dataset}}
+
     def load(self, config: MatrixConfig) -> Any:
         return SimpleNamespace(splits=self.load_splits(self.settings(config).task, config.split_seed))
 
