@@ -123,6 +123,11 @@ def test_heatmap_counts_removing_attacks_per_group(report: tuple[Path, Path]) ->
     }  # fmt: skip
     chain = cell("adi", "fineprune", 0, owned=False, cost=1.0) | {"attack_label": "fineprune+ftal"}
     assert group_summary([chain])[("adi", "combined")] == (1, 1)
+    # a chain under a label of its own (the image-to-image preset's purified-surrogate: output-jpeg, then a
+    # surrogate) is a combined attack too: rows record the chain, not just the first stage's name
+    named = cell("adi", "output-jpeg", 0, owned=False, cost=1.0) | {
+        "attack_label": "purified-surrogate", "attack_chain": "output-jpeg+surrogate"}  # fmt: skip
+    assert group_summary([named]) == {("adi", "combined"): (1, 1)}
     md = report[0].read_text()
     assert md.index("## At a glance") < md.index("## Removal")
     assert table_line(md, "At a glance", "adi") == "| adi | modification | extraction | other |".replace(

@@ -132,6 +132,8 @@ def _cell(args: dict[str, Any]) -> list[Row]:
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
         "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
+        # a chain of attacks (``then``) is its own attack in reports, whatever its label says
+        "attack_chain": "+".join(name for name, _ in stages) if len(stages) > 1 else None,
     }  # fmt: skip
     row |= family.extra_evidence(scheme, key, after, suspect, args["config"], alpha)
     row["cell_seconds"] = time.perf_counter() - start

@@ -109,7 +109,10 @@ def owned_before(row: Row) -> bool:
 
 
 def attack_key(row: Row) -> str:
-    """The attack a row belongs to: its attack's name, or for a chain the chain's name (``fineprune+ftal``)."""
+    """The attack a row belongs to: its attack's name, or for a chain the chain's name (``fineprune+ftal``;
+    rows record it as ``attack_chain``; older rows only in a label that joins the names with ``+``)."""
+    if row.get("attack_chain"):
+        return str(row["attack_chain"])
     base = str(row.get("attack_label") or row["attack"]).split(" ")[0]
     return base if "+" in base else row["attack"]
 
