@@ -97,10 +97,14 @@ class Image2Image(Family):
 
     def owns_arch(self, arch: str) -> bool:
         """A registered name, or one with a depth (``unet:4``, ``encdec:3``, ``resnet-i2i:6``)."""
-        from ownmark.models.image2image import DEPTHS
+        from ownmark.errors import OwnmarkError
+        from ownmark.models.image2image import split_depth
 
-        base, sep, depth = arch.partition(":")
-        return arch in self.archs() or (bool(sep) and base in DEPTHS and depth.isdigit())
+        try:
+            split_depth(arch)
+        except OwnmarkError:
+            return False
+        return True
 
     def build(self, arch: str, in_channels: int, out_dim: int, image_size: int) -> nn.Module:
         from ownmark.models.image2image import build_i2i

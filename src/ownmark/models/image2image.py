@@ -215,8 +215,6 @@ def build_i2i(
     residual = in_channels == out_channels if residual is None else residual
     if depth is None:
         return builder(in_channels, out_channels, residual)
-    if base not in DEPTHS:
-        raise ConfigError(f"{base} has no depth setting; ':N' fits {', '.join(DEPTHS)}")
     return builder(in_channels, out_channels, residual, depth=depth)
 
 
@@ -224,27 +222,25 @@ DEPTHS = ("unet", "encdec", "resnet-i2i")  # the architectures whose name takes 
 
 
 def split_depth(arch: str) -> tuple[str, int | None]:
-    """``unet:4`` -> ("unet", 4); ``unet`` -> ("unet", None); the depth is checked (an int 1-8).
+    """``unet:4`` -> ("unet", 4); ``unet`` -> ("unet", None); the name is checked: a registered
+    architecture, and a depth (an int 1-8) only on those that take one (UnknownNameError / ConfigError).
 
     Example:
         >>> split_depth("unet:3"), split_depth("encdec")
         (('unet', 3), ('encdec', None))
     """
     base, sep, depth = arch.partition(":")
-    if not sep:
-        return arch, None
-    if not depth.isdigit() or not 1 <= int(depth) <= 8:
+    if sep and (not depth.isdigit() or not 1 <= int(depth) <= 8):
         raise ConfigError(f"the depth in {arch!r} must be an int from 1 to 8, e.g. 'unet:4'")
     I2I_MODELS.get(base)
-    return base, int(depth)
+    if sep and base not in DEPTHS:
+        raise ConfigError(f"{base} has no depth setting; ':N' fits {', '.join(DEPTHS)}")
+    return base, int(depth) if sep else None
 
 
 def check_i2i_arch(arch: str) -> None:
     """Raise UnknownNameError / ConfigError for a name :func:`build_i2i` cannot build (``NAME`` or ``NAME:N``)."""
-    base, depth = split_depth(arch)
-    I2I_MODELS.get(base)
-    if depth is not None and base not in DEPTHS:
-        raise ConfigError(f"{base} has no depth setting; ':N' fits {', '.join(DEPTHS)}")
+    split_depth(arch)
 
 
 class BarrierModel(nn.Module):
