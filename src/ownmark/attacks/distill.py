@@ -14,7 +14,7 @@ from ownmark.data import ImageSet, load_dataset, to_image_shape
 from ownmark.data.splits import ood_part
 from ownmark.errors import ConfigError, ShapeError, require_choice, require_positive
 from ownmark.models import MODELS, ModelSpec
-from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
+from ownmark.train import Engine, TrainConfig, fit, key_seed, label_hook, predict_logits
 from ownmark.verify.suspect import QueryFn
 
 OUTPUTS = ("labels", "probs", "logits")
@@ -195,7 +195,7 @@ class Distill:
             indexed = ImageSet("queried", x, torch.arange(len(x)), num_classes=len(x))
             trained = surrogate if cfg.output == "labels" else _Tempered(surrogate, cfg.temperature)
             train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
-            fit(trained, indexed, train, seed=seed, engine=engine, batch_hook=lambda xb, idx, _step: (xb, targets[idx]))
+            fit(trained, indexed, train, seed=seed, engine=engine, batch_hook=label_hook(targets))
         cost.epochs = float(cfg.epochs)
         cost.details.update(output=cfg.output, arch=surrogate.spec.arch)
         return surrogate.eval(), cost

@@ -57,7 +57,7 @@ from ownmark.data import ImageSet, load_dataset, to_image_shape
 from ownmark.data.splits import ood_part
 from ownmark.errors import ConfigError, require_choice, require_positive
 from ownmark.models import MODELS, ModelSpec
-from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
+from ownmark.train import Engine, TrainConfig, fit, key_seed, label_hook, predict_logits
 from ownmark.verify.suspect import QueryFn
 
 SEED_STREAM, PICK_STREAM, MEMBER_STREAM = 0x41445653, 0x41445650, 0x454E534D
@@ -121,7 +121,7 @@ def train_on_answers(
     indexed = ImageSet("queried", x, torch.arange(len(x)), num_classes=len(x))
     trained = surrogate if cfg.output == "labels" else _Tempered(surrogate, cfg.temperature)
     train = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer=cfg.optimizer)
-    fit(trained, indexed, train, seed=seed, engine=engine, batch_hook=lambda xb, idx, _step: (xb, targets[idx]))
+    fit(trained, indexed, train, seed=seed, engine=engine, batch_hook=label_hook(targets))
 
 
 def fgsm_step(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float, towards: bool) -> torch.Tensor:

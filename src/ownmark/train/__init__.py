@@ -1,24 +1,28 @@
 """Training loops on Lightning Fabric."""
 
 from ownmark.train.loop import (
+    DeviceCopies,
     Engine,
     TrainConfig,
     TrainResult,
     accuracy,
     fit,
     key_seed,
+    label_hook,
     lr_at,
     make_optimizer,
     predict_logits,
 )
 
 __all__ = [
+    "DeviceCopies",
     "Engine",
     "TrainConfig",
     "TrainResult",
     "accuracy",
     "fit",
     "key_seed",
+    "label_hook",
     "lr_at",
     "make_optimizer",
     "predict_logits",

@@ -30,7 +30,7 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
-from ownmark.train.loop import Engine, TrainResult, _fabric, key_seed, optimizer_state_to
+from ownmark.train.loop import Batches, Engine, TrainResult, _fabric, key_seed, optimizer_state_to
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -111,8 +111,9 @@ def fit_i2i(
 ) -> TrainResult:
     """Train ``model`` in place to map inputs ``x`` to targets ``y`` (both (N, C, H, W) in [0, 1]).
 
-    The model (and the PatchGAN of an adversarial loss) is placed by ``engine``; the data stays where it
-    is and each batch is moved to the device. The model comes back on the CPU in eval mode.
+    The model (and the PatchGAN of an adversarial loss) is placed by ``engine``; the data is placed as
+    :class:`ownmark.train.loop.Batches` says (on an accelerator: resident when it fits). The model comes
+    back on the CPU in eval mode.
 
     Args:
         checkpoint: file written atomically after each epoch; with ``resume`` an existing one is
@@ -159,16 +160,15 @@ def fit_i2i(
 
     result, n = TrainResult(), len(x)
     steps = math.ceil(n / config.batch_size)
+    batches = Batches([x, y], fabric.device)  # resident on an accelerator when it fits
     fmodel.train()
     for epoch in range(start, config.epochs):
         t0, total = time.perf_counter(), 0.0
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
+        order = batches.order(torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch))))
         for i in range(steps):
-            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
-            xb, yb = x[idx], y[idx]
+            xb, yb = batches.take(order[i * config.batch_size : (i + 1) * config.batch_size])
             if config.augment:
                 xb, yb = augment_pair(xb, yb, key_seed(seed, epoch, i, 1))
-            xb, yb = fabric.to_device((xb, yb))
             out = forward(xb)
             loss = pixel_loss(out, yb, config.loss)
             if d_forward is not None:
@@ -183,11 +183,11 @@ def fit_i2i(
                 d_stepper.zero_grad(set_to_none=True)
                 backward(discriminator_loss(d_forward, torch.cat([xb, yb], 1), torch.cat([xb, out.detach()], 1)))
                 d_stepper.step()
-            total += float(loss.detach()) * len(idx)
+            total = total + loss.detach() * len(xb)  # no .item() per step: it would sync every batch
         result.seconds += time.perf_counter() - t0
         result.images += n
         result.epochs_run += 1
-        result.losses.append(total / n)
+        result.losses.append(float(total) / n)
         if checkpoint is not None:
             cpu = {k: v.cpu() for k, v in model.state_dict().items()}
             state = {"model": cpu, "optimizer": optimizer.state_dict(), "epoch": epoch + 1}

@@ -45,7 +45,7 @@ from ownmark.errors import (
     require_non_negative,
     require_positive,
 )
-from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
+from ownmark.train import DeviceCopies, Engine, TrainConfig, fit, key_seed, predict_logits
 from ownmark.verify import LabelOracle
 from ownmark.verify.randomization import (
     NULL_HYPOTHESIS,
@@ -364,7 +364,7 @@ class TriggerSetBaseline:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean images ``x`` with a fresh draw each, keeping their labels ``y``."""
         shape = tuple(x.shape[1:])
-        secrets = torch.stack([self.draw(shape, generator) for _ in range(len(x))])
+        secrets = torch.stack([self.draw(shape, generator) for _ in range(len(x))]).to(x.device)
         return self.apply(x, secrets), y
 
     def batch_hook(self, model: nn.Module, data: ImageSet, key: Key, seed: int):
@@ -652,12 +652,14 @@ class Unrelated(TriggerSetBaseline):
         keep[key.tensors["embed_index"]] = False
         neg_x = pool[keep]
         neg_y = predict_logits(model, neg_x).argmax(1)  # the clean model's own answers stay
+        negatives = DeviceCopies(neg_x, neg_y)
 
         def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
             generator = torch.Generator().manual_seed(key_seed(seed, NEGATIVE_STREAM, step))
-            pick = torch.randint(len(neg_x), (cfg.negatives_per_batch,), generator=generator)
+            pick = torch.randint(len(neg_x), (cfg.negatives_per_batch,), generator=generator).to(x.device)
             xt, yt = triggers(x, y, step)
-            return torch.cat([xt, neg_x[pick]]), torch.cat([yt, neg_y[pick]])
+            xn, yn = negatives.on(x.device)
+            return torch.cat([xt, xn[pick]]), torch.cat([yt, yn[pick]])
 
         return hook
 

@@ -199,6 +199,7 @@ def augment_hook(seed: int, flip: bool, degrees: float):
     def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(key_seed(seed, step, _AUGMENT))
         flips, angles = torch.rand(len(x), generator=gen) < 0.5, (2 * torch.rand(len(x), generator=gen) - 1) * degrees
+        flips, angles = flips.to(x.device), angles.to(x.device)  # drawn on the CPU: the same on every device
         if flip:
             x = torch.where(flips[:, None, None, None], x.flip(-1), x)
         if degrees > 0:

@@ -11,7 +11,7 @@ from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet
 from ownmark.errors import KeyMismatchError
 from ownmark.train import Engine, TrainConfig, fit
-from ownmark.train.loop import StepHook
+from ownmark.train.loop import DeviceCopies, StepHook
 from ownmark.verify import LabelOracle
 
 
@@ -20,11 +20,12 @@ def trigger_batch_hook(x_trig: torch.Tensor, y_trig: torch.Tensor, per_batch: in
 
     Triggers are taken in a cycle keyed by the step, so a resumed run sees the same ones.
     """
-    n = len(x_trig)
+    n, copies = len(x_trig), DeviceCopies(x_trig, y_trig)
 
     def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = (torch.arange(per_batch) + step * per_batch) % n
-        return torch.cat([x, x_trig[idx]]), torch.cat([y, y_trig[idx]])
+        xt, yt = copies.on(x.device)  # the triggers stay on the training device
+        idx = ((torch.arange(per_batch) + step * per_batch) % n).to(x.device)
+        return torch.cat([x, xt[idx]]), torch.cat([y, yt[idx]])
 
     return hook
 
