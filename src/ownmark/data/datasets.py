@@ -21,6 +21,7 @@ import torch
 
 from ownmark.data.external import load_image_folder, load_torchvision
 from ownmark.data.imageset import ImageSet
+from ownmark.data.streamed import StreamedImageSet
 from ownmark.errors import UnknownNameError
 from ownmark.registry import Registry
 
@@ -89,8 +90,10 @@ def load_dataset(name: str) -> ImageSet:
 
     Names: a registered one (``mnist5k``, ``digits``, ``photos``; see ``DATASETS.names()``),
     ``folder:PATH`` for an image folder (see :func:`load_image_folder`), or ``tv:NAME`` for the train
-    split of a torchvision dataset class such as ``tv:CIFAR10``, downloaded into
-    ``cache_dir() / "torchvision"``.
+    split of a torchvision dataset class such as ``tv:CIFAR10`` (``tv:NAME:SPLIT`` for another split,
+    e.g. ``tv:STL10:unlabeled``), downloaded into ``cache_dir() / "torchvision"``. Folders and
+    torchvision datasets larger than ``OWNMARK_IN_MEMORY_GB`` (default 4) as float32 are streamed
+    (:class:`~ownmark.data.streamed.StreamedImageSet`).
 
     Registered and torchvision datasets are loaded once per process; each call returns fresh
     copies of the tensors, so a caller's in-place edits never reach another caller. Folders are
@@ -106,6 +109,8 @@ def load_dataset(name: str) -> ImageSet:
     if name.startswith("folder:"):
         return load_image_folder(name.removeprefix("folder:"))
     data = _load_once(name)
+    if isinstance(data, StreamedImageSet):  # read-only: its images stay in their source
+        return data.subset(torch.arange(len(data)))
     return ImageSet(data.name, data.x.clone(), data.y.clone(), data.num_classes)
 
 

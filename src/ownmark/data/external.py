@@ -20,7 +20,9 @@ _GRAY_MODES = ("1", "L", "LA")
 _NOT_CLASSIFICATION = {"VisionDataset", "ImageFolder", "DatasetFolder", "wrap_dataset_for_transforms_v2"}
 
 
-def images_to_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None = None) -> torch.Tensor:
+def images_to_tensor(
+    images: Sequence[Image.Image], size: tuple[int, int] | None = None, *, mode: str | None = None
+) -> torch.Tensor:
     """Stack PIL images into one float batch (N, C, H, W) in [0, 1].
 
     All images become grayscale (C = 1) when every one of them is 1-bit or 8-bit grayscale, and RGB
@@ -29,8 +31,9 @@ def images_to_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None
     Args:
         size: common (height, width); images of another size are resized bilinearly. Default:
             the size of the first image.
+        mode: ``"L"`` or ``"RGB"`` for every image, instead of deciding from these images.
     """
-    mode = "L" if all(im.mode in _GRAY_MODES for im in images) else "RGB"
+    mode = mode or image_mode(images)
     height, width = size if size is not None else (images[0].height, images[0].width)
     arrays = []
     for im in images:
@@ -43,7 +46,12 @@ def images_to_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None
     return batch.float().div_(255)
 
 
-def _read_image(file: pathlib.Path) -> Image.Image:
+def image_mode(images: Sequence[Image.Image]) -> str:
+    """``"L"`` when every image is 1-bit or 8-bit grayscale, else ``"RGB"``."""
+    return "L" if all(im.mode in _GRAY_MODES for im in images) else "RGB"
+
+
+def read_image(file: pathlib.Path) -> Image.Image:
     """One decoded image, or IntegrityError naming the file that cannot be read."""
     try:
         with Image.open(file) as im:
@@ -56,7 +64,9 @@ def _read_image(file: pathlib.Path) -> Image.Image:
         ) from None
 
 
-def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = None) -> ImageSet:
+def load_image_folder(
+    path: str | pathlib.Path, size: tuple[int, int] | None = None, *, stream: bool | None = None
+) -> ImageSet:
     """Load a folder laid out as ``path/<class>/<image>``, like torchvision's ImageFolder.
 
     Classes are the sub-folders in sorted order, so label ``k`` is the k-th folder name; a folder with
@@ -65,6 +75,10 @@ def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = N
     Args:
         size: common (height, width); default: the size of the first image (first class folder,
             first file by name). Colour handling as in :func:`images_to_tensor`.
+        stream: read images batch by batch when needed (a
+            :class:`~ownmark.data.streamed.StreamedImageSet`) instead of all now. Default: stream when
+            the images would take more than ``OWNMARK_IN_MEMORY_GB`` (default 4) as float32. A
+            streamed folder takes the first image's colour mode (grey or RGB) for all images.
     """
     if str(path) == "":
         raise ConfigError("folder dataset needs a path, e.g. 'folder:/data/pets'")
@@ -76,19 +90,32 @@ def load_image_folder(path: str | pathlib.Path, size: tuple[int, int] | None = N
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if not classes and any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
         classes = [root]  # a flat folder of images: one class (image-to-image tasks need no labels)
-    images, labels = [], []
+    files, labels = [], []
     for label, folder in enumerate(classes):
         for file in sorted(folder.iterdir()):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(_read_image(file))
+                files.append(file)
                 labels.append(label)
-    if not images:
+    if not files:
         raise ConfigError(
             f"image folder {str(root)!r} holds no images; expected {root}/<class>/<image> "
             f"with suffixes {', '.join(IMAGE_SUFFIXES)}"
         )
-    x = images_to_tensor(images, size)
-    return ImageSet(f"folder:{path}", x, torch.tensor(labels, dtype=torch.int64), len(classes))
+    y = torch.tensor(labels, dtype=torch.int64)
+    first = read_image(files[0])
+    height, width = size if size is not None else (first.height, first.width)
+    if stream is None:
+        from ownmark.data.streamed import in_memory_limit
+
+        channels = 1 if first.mode in _GRAY_MODES else 3
+        stream = len(files) * channels * height * width * 4 > in_memory_limit()
+    if stream:
+        from ownmark.data.streamed import FileSource, StreamedImageSet
+
+        source = FileSource(files, image_mode([first]), (height, width))
+        return StreamedImageSet(f"folder:{path}", source, y, len(classes))
+    x = images_to_tensor([first] + [read_image(file) for file in files[1:]], (height, width))
+    return ImageSet(f"folder:{path}", x, y, len(classes))
 
 
 def torchvision_names() -> list[str]:
@@ -98,14 +125,23 @@ def torchvision_names() -> list[str]:
     return sorted(n for n in torchvision.datasets.__all__ if n not in _NOT_CLASSIFICATION)
 
 
-def load_torchvision(name: str, root: pathlib.Path) -> ImageSet:
-    """Download (if needed) the train split of the torchvision dataset class ``name`` into ``root``.
+def load_torchvision(name: str, root: pathlib.Path, *, stream: bool | None = None) -> ImageSet:
+    """Download (if needed) a split of the torchvision dataset class ``name`` into ``root``.
+
+    ``name`` is ``NAME`` (the train split) or ``NAME:SPLIT`` for another one: ``tv:CIFAR10:test``,
+    ``tv:STL10:unlabeled`` (STL-10's 100,000 unlabelled images, for self-supervised pre-training) or
+    ``tv:STL10:train+unlabeled``. A split without labels (torchvision marks them -1) becomes one class
+    of label 0: self-supervised training ignores labels, and a probe needs a labelled split.
 
     Only image-classification datasets with integer targets fit an ImageSet; images of varying
-    size are resized to the first one's size.
+    size are resized to the first one's size. Datasets torchvision holds as one uint8 array (MNIST,
+    CIFAR, SVHN, STL-10) are streamed from that array (a
+    :class:`~ownmark.data.streamed.StreamedImageSet`, one byte per value) when they would take more than
+    ``OWNMARK_IN_MEMORY_GB`` (default 4) as float32, or when ``stream`` says so.
     """
     import torchvision.datasets
 
+    name, _, split_name = name.partition(":")
     known = torchvision_names()
     if name not in known:
         lower = {n.lower(): n for n in known}
@@ -114,7 +150,17 @@ def load_torchvision(name: str, root: pathlib.Path) -> ImageSet:
         raise UnknownNameError(f"no torchvision dataset named {name!r}; {hint}known: {', '.join(known)}")
     cls = getattr(torchvision.datasets, name)
     params = inspect.signature(cls).parameters
-    split = {"train": True} if "train" in params else {"split": "train"} if "split" in params else {}
+    if "split" in params:
+        split = {"split": split_name or "train"}
+    elif "train" in params:
+        if split_name not in ("", "train", "test"):
+            raise ConfigError(f"tv:{name} has the splits train and test, got {split_name!r}; e.g. tv:{name}:test")
+        split = {"train": split_name != "test"}
+    elif split_name:
+        raise ConfigError(f"tv:{name} takes no split; use tv:{name}")
+    else:
+        split = {}
+    label = f"tv:{name}" + (f":{split_name}" if split_name else "")
     try:
         ds = cls(str(root), download=True, **split)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision wraps some in RuntimeError
@@ -122,16 +168,33 @@ def load_torchvision(name: str, root: pathlib.Path) -> ImageSet:
             f"could not download torchvision dataset {name!r} into {str(root)!r} "
             f"({type(err).__name__}: {' '.join(str(err).split())}); {OFFLINE_HINT}"
         ) from err
-    if hasattr(ds, "data") and hasattr(ds, "targets"):  # MNIST family, CIFAR: arrays already in memory
-        x = torch.as_tensor(np.asarray(ds.data))
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, H, W) or (N, H, W, C)
-        x = x.float().div_(255)
-        y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-    else:
-        pairs = [ds[i] for i in range(len(ds))]
-        if not all(isinstance(t, int) for _, t in pairs):
-            raise ConfigError(f"tv:{name} is not an image-classification dataset (targets are not ints)")
-        x = images_to_tensor([im for im, _ in pairs])
-        y = torch.tensor([t for _, t in pairs], dtype=torch.int64)
+    except ValueError as err:  # torchvision's verify_str_arg: an unknown split
+        raise ConfigError(f"tv:{name}: {' '.join(str(err).split())}") from None
+    targets = getattr(ds, "targets", None)
+    targets = getattr(ds, "labels", None) if targets is None else targets
+    if hasattr(ds, "data") and targets is not None:  # MNIST, CIFAR, SVHN, STL-10: one uint8 array in memory
+        array = np.asarray(ds.data)
+        array = array[:, None] if array.ndim == 3 else array
+        if array.shape[1] not in (1, 3) and array.shape[-1] in (1, 3):
+            array = array.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W); STL-10 and SVHN are stored so
+        y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+        num_classes = len(getattr(ds, "classes", None) or []) or int(y.max()) + 1
+        if len(y) and int(y.min()) < 0:  # unlabelled images (STL-10's unlabeled split): one class
+            y, num_classes = torch.zeros_like(y), 1
+        if stream is None:
+            from ownmark.data.streamed import in_memory_limit
+
+            stream = array.size * 4 > in_memory_limit()
+        if stream:
+            from ownmark.data.streamed import ArraySource, StreamedImageSet
+
+            return StreamedImageSet(label, ArraySource(np.ascontiguousarray(array, dtype=np.uint8)), y, num_classes)
+        x = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
+        return ImageSet(label, x, y, num_classes)
+    pairs = [ds[i] for i in range(len(ds))]
+    if not all(isinstance(t, int) for _, t in pairs):
+        raise ConfigError(f"tv:{name} is not an image-classification dataset (targets are not ints)")
+    x = images_to_tensor([im for im, _ in pairs])
+    y = torch.tensor([t for _, t in pairs], dtype=torch.int64)
     num_classes = len(getattr(ds, "classes", None) or []) or int(y.max()) + 1
-    return ImageSet(f"tv:{name}", x.contiguous(), y, num_classes)
+    return ImageSet(label, x.contiguous(), y, num_classes)

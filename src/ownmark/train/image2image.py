@@ -10,7 +10,6 @@ unwrapped modules, as :func:`ownmark.train.fit` does, so the CPU path is plain P
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -159,14 +158,12 @@ def fit_i2i(
         value.backward() if plain else fabric.backward(value)
 
     result, n = TrainResult(), len(x)
-    steps = math.ceil(n / config.batch_size)
     batches = Batches([x, y], fabric.device)  # resident on an accelerator when it fits
     fmodel.train()
     for epoch in range(start, config.epochs):
         t0, total = time.perf_counter(), 0.0
-        order = batches.order(torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch))))
-        for i in range(steps):
-            xb, yb = batches.take(order[i * config.batch_size : (i + 1) * config.batch_size])
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
+        for i, (xb, yb) in enumerate(batches.epoch(order, config.batch_size)):
             if config.augment:
                 xb, yb = augment_pair(xb, yb, key_seed(seed, epoch, i, 1))
             out = forward(xb)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
 
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, IntegrityError, require_choice, require_non_negative, require_positive
@@ -158,23 +161,28 @@ RESIDENT_SHARE = 0.5
 
 
 class Batches:
-    """Where a loop's training tensors live and how each batch reaches the device.
+    """Where a loop's training data lives and how each batch reaches the device.
 
-    On the CPU the tensors stay as they are and batches are indexed from them (the path every
-    figure of this project was measured on). On an accelerator the tensors are moved there once
-    when they take at most :data:`RESIDENT_SHARE` of its free memory, and each batch is then indexed
-    on the device (no per-step copy); larger data stays on the host and each batch is indexed there,
-    copied into pinned memory and sent without blocking. Batch order is drawn on the CPU either way,
-    so a run draws the same batches on every device.
+    In-memory data on the CPU stays as it is and batches are indexed from it (the path every figure
+    of this project was measured on). On an accelerator the tensors are moved there once when they
+    take at most :data:`RESIDENT_SHARE` of its free memory, and each batch is then indexed on the device
+    (no per-step copy); larger data stays on the host and each batch is indexed there, copied into
+    pinned memory and sent without blocking. A :class:`~ownmark.data.streamed.StreamedImageSet` is read
+    through a DataLoader whose worker processes (``OWNMARK_LOADER_WORKERS``, default up to 4) decode the
+    next batches while the model trains. Batch order is drawn on the CPU in every case, so a run draws
+    the same batches on every device and from either kind of set.
 
     Example:
         >>> batches = Batches([torch.arange(6.0), torch.arange(6)], torch.device("cpu"))
-        >>> [t.tolist() for t in batches.take(torch.tensor([4, 1]))]
-        [[4.0, 1.0], [4, 1]]
+        >>> [[t.tolist() for t in batch] for batch in batches.epoch(torch.tensor([4, 1, 0]), 2)]
+        [[[4.0, 1.0], [4, 1]], [[0.0], [0]]]
     """
 
-    def __init__(self, tensors: list[torch.Tensor], device: torch.device) -> None:
-        self.device = device
+    def __init__(self, tensors: list[torch.Tensor], device: torch.device, *, streamed: Any = None) -> None:
+        self.device, self.streamed = device, streamed
+        if streamed is not None:
+            self.where, self.tensors = "streamed", []
+            return
         nbytes = sum(t.numel() * t.element_size() for t in tensors)
         if device.type == "cpu":
             self.where, self.tensors = "cpu", tensors
@@ -186,15 +194,74 @@ class Batches:
             log.info("training data (%.1f MB) %s", nbytes / 2**20,
                      "resident on the device" if self.where == "device" else "on the host, sent per batch")  # fmt: skip
 
+    @classmethod
+    def of(cls, data: ImageSet, device: torch.device) -> Batches:
+        """The batches of an ImageSet: its images and labels, streamed when the set is."""
+        from ownmark.data.streamed import StreamedImageSet
+
+        if isinstance(data, StreamedImageSet):
+            return cls([], device, streamed=data)
+        return cls([data.x, data.y], device)
+
     def order(self, order: torch.Tensor) -> torch.Tensor:
         """``order`` (drawn on the CPU) placed where batches are indexed."""
         return order.to(self.device) if self.where == "device" else order
 
     def take(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """The batch at ``idx``, on the device."""
+        if self.where == "streamed":
+            return self._send([self.streamed.read(idx.cpu()), self.streamed.y[idx.cpu()]])
         if self.where == "host":
-            return [t[idx].pin_memory().to(self.device, non_blocking=True) for t in self.tensors]
+            return self._send([t[idx].pin_memory() for t in self.tensors])
         return [t[idx] for t in self.tensors]
+
+    def epoch(self, order: torch.Tensor, batch_size: int) -> Iterator[list[torch.Tensor]]:
+        """The batches of one epoch, ``batch_size`` positions of ``order`` (on the CPU) each, on the device."""
+        if self.where != "streamed":
+            placed = self.order(order)
+            for i in range(0, len(placed), batch_size):
+                yield self.take(placed[i : i + batch_size])
+            return
+        workers = loader_workers()
+        loader = DataLoader(
+            _Chunks(self.streamed, order, batch_size), batch_size=None, num_workers=workers,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
+        )  # fmt: skip
+        for x, y in loader:
+            yield self._send([x, y])
+
+    def _send(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.device.type == "cpu":
+            return tensors
+        return [t.to(self.device, non_blocking=True) for t in tensors]
+
+
+class _Chunks(Dataset):
+    """Batch ``k`` of an epoch of a streamed set: the images and labels at ``order[k*b : (k+1)*b]``."""
+
+    def __init__(self, data: Any, order: torch.Tensor, batch_size: int) -> None:
+        self.data, self.order, self.batch_size = data, order, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.order[k * self.batch_size : (k + 1) * self.batch_size]
+        return self.data.read(idx), self.data.y[idx]
+
+
+LOADER_WORKERS_ENV = "OWNMARK_LOADER_WORKERS"
+
+
+def loader_workers() -> int:
+    """Worker processes that read a streamed set's batches: ``$OWNMARK_LOADER_WORKERS``, or one less
+    than the CPUs, at most 4 (0 reads in the training process)."""
+    raw = os.environ.get(LOADER_WORKERS_ENV, "")
+    if not raw:
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    if not raw.isdigit():
+        raise ConfigError(f"{LOADER_WORKERS_ENV}={raw!r} must be a number of processes >= 0, e.g. 4")
+    return int(raw)
 
 
 def _free_bytes(device: torch.device) -> int:
@@ -291,7 +358,7 @@ def fit(
     result = TrainResult()
     n = len(data)
     steps_per_epoch = math.ceil(n / config.batch_size)
-    batches = Batches([data.x, data.y], fabric.device)
+    batches = Batches.of(data, fabric.device)
     with _progress(engine.progress, config.epochs - start_epoch, steps_per_epoch) as advance:
         for epoch in range(start_epoch, config.epochs):
             for group in foptimizer.param_groups:
@@ -300,11 +367,9 @@ def fit(
             order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
             if fabric.world_size > 1:
                 order = order[fabric.global_rank :: fabric.world_size]
-            order = batches.order(order)
             t0, total, count = time.perf_counter(), 0.0, 0
-            for i in range(0, len(order), config.batch_size):
-                step = epoch * steps_per_epoch + i // config.batch_size
-                x, y = batches.take(order[i : i + config.batch_size])  # on the device
+            for j, (x, y) in enumerate(batches.epoch(order, config.batch_size)):  # on the device
+                step = epoch * steps_per_epoch + j
                 if batch_hook is not None:
                     x, y = batch_hook(x, y, step)
                 if step_hook is not None:

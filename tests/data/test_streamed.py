@@ -1,0 +1,126 @@
+"""Streamed datasets (issue 16 item 3): folders and torchvision arrays read batch by batch.
+
+A streamed set must be the same dataset as its in-memory twin: the same labels, splits and images,
+and a model trained on it must end with the same weights (on the CPU, bit for bit), whether the
+training process reads the batches or DataLoader workers do.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets
+from PIL import Image
+from typer.testing import CliRunner
+
+from ownmark import cli
+from ownmark.data import StreamedImageSet, load_dataset, load_image_folder, make_splits
+from ownmark.data.datasets import mnist5k
+from ownmark.data.external import load_torchvision
+from ownmark.errors import ConfigError
+from ownmark.models import ModelSpec
+from ownmark.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """90 mnist5k digits of classes 0-2 (30 each) as PNG files in one folder per class."""
+    root = tmp_path_factory.mktemp("digits")
+    data = mnist5k()
+    for label in range(3):
+        folder = root / f"class{label}"
+        folder.mkdir()
+        members = torch.nonzero(data.y == label).flatten()[:30]
+        for k, i in enumerate(members):
+            Image.fromarray((data.x[i, 0] * 255).round().byte().numpy(), mode="L").save(folder / f"{k:03d}.png")
+    return root
+
+
+def test_a_streamed_folder_is_the_same_dataset(digit_folder):
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    assert isinstance(streamed, StreamedImageSet) and not isinstance(memory, StreamedImageSet)
+    assert streamed.shape == memory.shape == (1, 28, 28) and streamed.num_classes == memory.num_classes == 3
+    assert torch.equal(streamed.y, memory.y) and torch.equal(streamed.x, memory.x)
+    a, b = make_splits(memory, seed=4), make_splits(streamed, seed=4)
+    assert isinstance(b.attacker, StreamedImageSet)
+    for part in ("owner", "attacker", "test"):
+        assert torch.equal(getattr(a, part).x, getattr(b, part).x) and torch.equal(
+            getattr(a, part).y, getattr(b, part).y
+        )
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_training_on_a_streamed_folder_gives_the_in_memory_weights(digit_folder, monkeypatch, workers):
+    monkeypatch.setenv("OWNMARK_LOADER_WORKERS", workers)
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    config = TrainConfig(epochs=2, batch_size=16, lr=0.05)
+    a, b = ModelSpec("cnn2", 1, 3, 28).build(), ModelSpec("cnn2", 1, 3, 28).build()
+    b.load_state_dict(a.state_dict())
+    ra, rb = fit(a, memory, config, seed=2), fit(b, streamed, config, seed=2)
+    assert ra.images == rb.images == 2 * 90
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert streamed._x is None  # training never loaded the whole set
+
+
+def test_large_folders_stream_and_refuse_to_load_whole(digit_folder, monkeypatch):
+    monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.0002")  # 210 KB: the 90 images take 282 KB as float32
+    data = load_dataset(f"folder:{digit_folder}")
+    assert isinstance(data, StreamedImageSet) and len(data) == 90
+    with pytest.raises(ConfigError, match=r"all 90 images .* in memory: .* over OWNMARK_IN_MEMORY_GB=0.0002"):
+        _ = data.x
+    part = data.subset(torch.arange(20))  # 63 KB: a small part loads
+    assert part.x.shape == (20, 1, 28, 28) and float(part.x.max()) <= 1.0
+    monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "lots")
+    with pytest.raises(ConfigError, match="OWNMARK_IN_MEMORY_GB='lots' is not a number"):
+        load_dataset(f"folder:{digit_folder}")
+
+
+class FakeSTL10:
+    """torchvision's STL10 as the loader sees it (split argument, ``data`` (N, 3, H, W) uint8, ``labels``;
+    -1 for the unlabelled split), without the 2.6 GB download."""
+
+    def __init__(self, root: str, split: str = "train", download: bool = False) -> None:
+        if split not in ("train", "test", "unlabeled", "train+unlabeled"):
+            raise ValueError(f'Unknown value \'{split}\' for argument split. Valid values are {{"train", "test"}}.')
+        rng = np.random.default_rng(0)
+        self.data = rng.integers(0, 256, size=(12, 3, 10, 10), dtype=np.uint8)
+        self.labels = np.full(12, -1) if split == "unlabeled" else np.arange(12) % 10
+        self.classes = [] if split == "unlabeled" else [f"c{i}" for i in range(10)]
+
+
+def test_stl10_unlabelled_split_for_self_supervised_training(monkeypatch, tmp_path):
+    monkeypatch.setattr(torchvision.datasets, "STL10", FakeSTL10)
+    unlabelled = load_torchvision("STL10:unlabeled", tmp_path, stream=True)
+    raw = FakeSTL10("", "unlabeled").data
+    assert isinstance(unlabelled, StreamedImageSet) and unlabelled.name == "tv:STL10:unlabeled"
+    assert unlabelled.num_classes == 1 and unlabelled.y.tolist() == [0] * 12 and unlabelled.shape == (3, 10, 10)
+    assert torch.equal(unlabelled.read(torch.tensor([5, 2])), torch.from_numpy(raw[[5, 2]]).float() / 255)
+    labelled = load_torchvision("STL10", tmp_path)  # small: in memory, channels-first kept
+    assert not isinstance(labelled, StreamedImageSet) and labelled.num_classes == 10
+    assert torch.equal(labelled.x, torch.from_numpy(raw).float() / 255)
+    with pytest.raises(ConfigError, match="tv:STL10: Unknown value 'extra'"):
+        load_torchvision("STL10:extra", tmp_path)
+    with pytest.raises(ConfigError, match="tv:MNIST has the splits train and test"):
+        load_torchvision("MNIST:unlabeled", tmp_path)
+
+
+def test_cli_pretrains_an_encoder_on_a_streamed_unlabelled_split(monkeypatch, tmp_path):
+    monkeypatch.setattr(torchvision.datasets, "STL10", FakeSTL10)
+    monkeypatch.setenv("OWNMARK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.00001")  # 10 KB: the 12 images (14 KB) stream
+    monkeypatch.setenv("OWNMARK_LOADER_WORKERS", "0")
+    from ownmark.data.datasets import _load_once
+
+    _load_once.cache_clear()
+    out = tmp_path / "enc.safetensors"
+    result = CliRunner().invoke(cli.app, [
+        "train", "--family", "encoder", "--dataset", "tv:STL10:unlabeled", "--arch", "conv4", "--dim", "16",
+        "--set", "epochs=1", "--set", "batch_size=4", "--out", str(out),
+    ])  # fmt: skip
+    _load_once.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "no labels in tv:STL10:unlabeled to measure it" in result.output and out.is_file()
