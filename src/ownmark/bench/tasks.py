@@ -86,6 +86,7 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     from ownmark.bench.plan import scheme_class, scheme_family
     from ownmark.io import artefact_paths, save_key
     from ownmark.models import load_model, save_model
+    from ownmark.verify import decide
 
     scheme, seed, cfg = args["scheme"], args["seed"], args["config"]
     path = _paths(args) / f"{scheme}-seed{seed}"
@@ -99,6 +100,10 @@ def _embed(args: dict[str, Any]) -> list[Row]:
     key = family.prepare_key(cls(config), key, data, cfg, lambda name: load_model(_paths(args) / name)[0])
     info = {"scheme": scheme, "seed": seed, "utility": family.utility(marked.eval(), data.splits)}
     save_model(path, marked, info=info)
+    # the marked model's own verdict, which every cell of this (scheme, seed) reports beside the attacked
+    # one: measured once here, on the model as saved, instead of once per cell
+    verdict = decide(scheme_class(cfg.schemes, scheme)().detect(load_model(path)[0], key), cfg.alpha)
+    save_model(path, marked, info=info | {"marked_statistic": verdict.statistic, "marked_p_value": verdict.p_value})
     save_key(path.with_name(path.name + "-key"), key)  # the key last: it marks the pair complete
     return []
 
@@ -120,7 +125,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
     scheme = scheme_class(schemes, scheme_name)()
     stages = args["config"].attack_stages[(scheme_name, args["label"])]  # resolved once, when the config was built
     attacked, cost = _attack(stages, marked, ctx, seed, _engine(args))
-    before, after = decide(scheme.detect(marked, key), alpha), scheme.detect(attacked, key)
+    before, after = _marked_verdict(marked_manifest, scheme, marked, key, alpha), scheme.detect(attacked, key)
     suspect = family.prepare_suspect(attacked, ctx, args["config"])
     verdict = decide(after, alpha)
     row = {
@@ -130,7 +135,7 @@ def _cell(args: dict[str, Any]) -> list[Row]:
         "acc_marked": _stored_utility(marked_manifest, family, marked, ctx),
         "acc_attacked": family.utility(attacked, ctx.splits),
         "wm_k": after.k, "wm_n": after.n, "wm_rate": after.rate, "p0": after.p0, "p_value": verdict.p_value,
-        "owned": verdict.owned, "marked_k": before.statistic, "marked_p_value": before.p_value,
+        "owned": verdict.owned, "marked_k": before[0], "marked_p_value": before[1],
         "cost_epochs": cost.epochs, "cost_seconds": cost.seconds, "cost_queries": cost.queries,
         # a chain of attacks (``then``) is its own attack in reports, whatever its label says
         "attack_chain": "+".join(name for name, _ in stages) if len(stages) > 1 else None,
@@ -145,6 +150,18 @@ def _stored_utility(manifest: dict[str, Any], family, model, ctx) -> float:
     artefacts of older runs that did not store it."""
     stored = manifest.get("info", {}).get("utility")
     return float(stored) if stored is not None else family.utility(model, ctx.splits)
+
+
+def _marked_verdict(manifest: dict[str, Any], scheme, marked, key, alpha: float) -> tuple[float, float]:
+    """The marked model's statistic and p-value as measured when it was saved, or measured now for
+    artefacts of older runs that did not store them."""
+    info = manifest.get("info", {})
+    if "marked_p_value" in info:
+        return info["marked_statistic"], info["marked_p_value"]
+    from ownmark.verify import decide
+
+    verdict = decide(scheme.detect(marked, key), alpha)
+    return verdict.statistic, verdict.p_value
 
 
 def _cell_id(args: dict[str, Any]) -> str:
