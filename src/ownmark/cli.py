@@ -184,7 +184,7 @@ def train(
         checkpoint=checkpoint, resume=resume, out_dim=dim,
     )  # fmt: skip
     quality, why = None, ""
-    if splits.test.num_classes < 2:  # e.g. tv:STL10:unlabeled: nothing to measure a utility against
+    if getattr(splits.test, "num_classes", 2) < 2:  # e.g. tv:STL10:unlabeled: no labels to measure a utility on
         why = f"no labels in {dataset} to measure it; use `ownmark evaluate --dataset` with a labelled one"
     else:
         try:
