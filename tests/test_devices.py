@@ -10,6 +10,7 @@ import torch
 import ownmark as om
 from ownmark.data.toy import toy_images
 from ownmark.families import FAMILIES
+from ownmark.models.encoder import engine_device, inference_on
 from ownmark.train import Engine, TrainConfig, fit
 
 ROUND_TRIP = {  # family: (arch, scheme and toy settings, attack and toy settings)
@@ -46,6 +47,11 @@ def round_trip(family_name: str, accelerator: str) -> None:
     for suspect in (marked, attacked):
         verdict = om.verify(suspect, key)
         assert 0 < verdict.p_value <= 1
+        with inference_on(engine_device(accelerator)):  # the queries answered on the device
+            there = om.verify(suspect, key)
+        assert _on_cpu(suspect)  # moved back after every call
+        # the same verdict (a device's kernels round differently, which can move a rank test by a step)
+        assert there.owned == verdict.owned and 0 < there.p_value <= 1
 
 
 def interrupted_resume(loop: str, accelerator: str, tmp_path, monkeypatch) -> None:

@@ -76,7 +76,9 @@ AnyData = Annotated[
     ),
 ]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
-Accelerator = Annotated[str, typer.Option(help="Fabric accelerator: cpu, cuda, gpu, auto.")]
+Accelerator = Annotated[
+    str, typer.Option(help="Where training runs (Fabric) and models answer queries: cpu, cuda, gpu, auto.")
+]
 Devices = Annotated[int, typer.Option(help="Devices per node.")]
 Nodes = Annotated[int, typer.Option("--num-nodes", help="Number of nodes.")]
 TargetUrl = Annotated[
@@ -89,7 +91,23 @@ Token = Annotated[str | None, typer.Option(help="API token for --target-url.", e
 def _engine(accelerator: str, devices: int, num_nodes: int):
     from ownmark.train import Engine
 
-    return Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
+    engine = Engine(accelerator=accelerator, devices=devices, num_nodes=num_nodes, progress=sys.stderr.isatty())
+    _inference(accelerator)
+    return engine
+
+
+def _inference(accelerator: str) -> None:
+    """For the rest of the command, model answers (verification queries, probes, utility) run on the
+    accelerator: models move there for each call and come back (``ownmark.models.encoder.inference_on``)."""
+    import click
+
+    from ownmark.models.encoder import engine_device, inference_on
+    from ownmark.train import Engine
+
+    Engine(accelerator=accelerator)  # refuses an unknown one, or cuda where there is no GPU
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.with_resource(inference_on(engine_device(accelerator)))
 
 
 def _save_config(path: Path, command: str, config: Any, **extra: Any) -> None:
@@ -422,6 +440,7 @@ def verify(
     ] = False,
     json_out: JsonOut = False,
     record: Record = None,
+    accelerator: Accelerator = "cpu",
 ) -> None:
     """Verify suspect models against a key and print verdicts with p-values.
 
@@ -438,6 +457,7 @@ def verify(
     from ownmark.watermarks import WATERMARKS
 
     check_alpha(alpha)
+    _inference(accelerator)
     k = load_key(key)
     key_digest = load_json(artefact_paths(key)[1])["sha256"]
     scheme = WATERMARKS.get(k.scheme)()
@@ -588,12 +608,14 @@ def evaluate(
     shots: Annotated[int | None, typer.Option(help="Labels per class for a few-shot linear probe.", min=1)] = None,
     json_out: JsonOut = False,
     threads: Threads = 1,
+    accelerator: Accelerator = "cpu",
 ) -> None:
     """Measure a model of any family: accuracy, linear probe, k-NN, SSIM, PSNR, or agreement / CKA with a copy.
 
     Without --dataset it is measured on the data its manifest says it was trained on.
     """
     _pin_threads(ctx, threads)
+    _inference(accelerator)
     import json
 
     from ownmark.families import family_of

@@ -22,11 +22,14 @@ def run_task(task: Task) -> list[Row]:
     """
     import torch
 
+    from ownmark.models.encoder import engine_device, inference_on
+
     before = torch.get_num_threads()
     torch.set_num_threads(task.args["config"].threads)
     try:
         phases = {"clean": _clean, "calib": _calib, "embed": _embed, "cell": _cell, "null": _null}
-        return phases[task.phase](task.args)
+        with inference_on(engine_device(task.args["config"].accelerator)):  # verification queries there too
+            return phases[task.phase](task.args)
     finally:
         torch.set_num_threads(before)
 

@@ -222,11 +222,20 @@ def seeded(factory: Callable[[], nn.Module], seed: int, stream: int = 0) -> nn.M
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Outputs of ``model`` (a module or any batch function) on ``x``, batched, clamped to [0, 1]."""
+    """Outputs of ``model`` (a module or any batch function) on ``x``, batched, clamped to [0, 1]; inside
+    :func:`ownmark.models.encoder.inference_on` a module answers on that device."""
+    from ownmark.models.encoder import on_inference_device
+
     was_training = getattr(model, "training", False)
     if isinstance(model, nn.Module):
         model.eval()
     try:
+        with on_inference_device(model) as device:  # inside inference_on(cuda): on the GPU, outputs back here
+            if device is not None:
+                return torch.cat([
+                    model(x[i : i + batch_size].to(device)).clamp(0, 1).float().cpu()
+                    for i in range(0, len(x), batch_size)
+                ])  # fmt: skip
         return torch.cat([model(x[i : i + batch_size]).clamp(0, 1) for i in range(0, len(x), batch_size)])
     finally:
         if isinstance(model, nn.Module):
