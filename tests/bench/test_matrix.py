@@ -301,17 +301,20 @@ def test_a_chained_attack_entry_runs_its_stages_in_order() -> None:
 
 
 def test_ablation_preset_meets_each_variant_with_its_defaults_attacks() -> None:
-    """Issue 17 item 4: FCW without masking and with invisible fusion, PTYNet's three background
-    strategies, deepwm without its second stage, each under exactly its default's attack settings."""
+    """Issue 17 item 4: FCW without masking and with direct fusion (the default fuses invisibly), PTYNet's
+    three background strategies, deepwm without its second stage, each under exactly its default's attack
+    settings, and each a design that differs from its default (an `invisible` variant equal to the default
+    ran for a whole bench before this was checked)."""
     cfg = load_config("ablations")
     labels: dict[str, set[str]] = {}
     for scheme, label, _setting, _seed in cfg.cells():
         labels.setdefault(scheme, set()).add(label)
-    pairs = {"fcw": ("fcw-no-mask", "fcw-invisible"), "ptynet": ("ptynet-multi", "ptynet-generated"),
+    pairs = {"fcw": ("fcw-no-mask", "fcw-direct"), "ptynet": ("ptynet-multi", "ptynet-generated"),
              "deepwm": ("deepwm-one-stage",)}  # fmt: skip
     for default, variants in pairs.items():
         for variant in variants:
             assert labels[variant] == labels[default], variant
+            assert cfg.scheme_config(variant) != cfg.scheme_config(default), variant
     assert {"strip", "ft-target", "trigger-detect", "squeeze bits=1"} <= labels["ptynet-generated"]
     assert cfg.schemes["deepwm-one-stage"]["set"] == {"surrogate_epochs": 0} and cfg.seeds == (0, 1)
 

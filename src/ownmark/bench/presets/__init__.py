@@ -6,7 +6,8 @@ AWEncoder triggers, downstream fine-tuning at seven settings, pruning, quantizat
 purifier, null encoders, white- and black-box verdicts) and ``image2image`` (deep output watermarking in
 both forms against the surrogate matrix of three architectures x four losses and output perturbations;
 ``image2image-paper`` its GPU version, ``image2image-smoke`` its minutes-long one); ``ablations`` (each
-design variant of FCW, PTYNet and deepwm beside its default, under the same attacks).
+design variant of FCW (no masking, direct fusion), PTYNet (several or generated backgrounds) and deepwm
+(no second stage) beside its default, under the same attacks).
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schemes": {
             "fcw": {},
             "fcw-no-mask": {"scheme": "fcw", "preset": "no-mask"},
-            "fcw-invisible": {"scheme": "fcw", "preset": "invisible"},
+            # the default fuses invisibly (r 0.5); the paper's direct fusion is the other design
+            "fcw-direct": {"scheme": "fcw", "preset": "direct"},
             "ptynet": {},
             "ptynet-multi": {"scheme": "ptynet", "preset": "multi"},
             "ptynet-generated": {"scheme": "ptynet", "preset": "generated"},
@@ -311,7 +313,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             ),
             *(
                 {"name": "trigger-detect", "schemes": [name], "set": {"scheme": name.split("-")[0]}}
-                for name in ("fcw", "fcw-no-mask", "fcw-invisible", "ptynet", "ptynet-multi", "ptynet-generated")
+                for name in ("fcw", "fcw-no-mask", "fcw-direct", "ptynet", "ptynet-multi", "ptynet-generated")
             ),
             {"name": "surrogate", "sweep": {"arch": ["encdec", "unet"]}},
             {"name": "output-jpeg", "set": {"quality": 75}},
