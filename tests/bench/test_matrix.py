@@ -331,3 +331,17 @@ def test_a_file_narrowing_a_presets_schemes_keeps_the_attacks_that_fit_them(tmp_
     path.write_text("preset: full\nschemes:\n  fcw: {}\nattacks:\n  - {name: enc-ssl}\n")  # own attacks: checked
     with pytest.raises(ConfigError, match="enc-ssl"):
         load_config(path=path)
+
+
+def test_a_scheme_added_to_a_run_gets_its_null_rows_on_resume() -> None:
+    """A null model counts as done only when its rows exist for every (scheme, seed) key of its family: the
+    ablations run resumed with a new FCW variant would otherwise have left that variant without null rows."""
+    from ownmark.bench.run import _keys_of, _null_done
+
+    cfg = load_config("ablations")
+    keys = _keys_of(cfg, "classifier")
+    assert ("fcw-direct", 1) in keys and ("ptynet", 0) in keys and not any(s.startswith("deepwm") for s, _ in keys)
+    stored = {f"null|cnn2-seed1000|{scheme}|{seed}" for scheme, seed in keys}
+    assert _null_done("null|cnn2-seed1000", stored, keys)
+    assert not _null_done("null|cnn2-seed1000", stored - {"null|cnn2-seed1000|fcw-direct|1"}, keys)
+    assert not _null_done("null|lenet-seed1000", stored, keys)

@@ -36,7 +36,9 @@ def run_matrix(
         for s, label, setting, seed in config.cells()
     ]
     nulls = [Task("null", f"null|{n.name}", {**common, "null": asdict(n)}) for n in config.null_names()]
-    todo = [t for t in cells if t.key not in done] + [t for t in nulls if not _null_done(t.key, done)]
+    todo = [t for t in cells if t.key not in done] + [
+        t for t in nulls if not _null_done(t.key, done, _keys_of(config, t.args["null"]["family"]))
+    ]
     if not todo:
         say("every cell is already stored")
         return 0
@@ -67,5 +69,14 @@ def run_matrix(
     return written
 
 
-def _null_done(key: str, done: set[str]) -> bool:
-    return any(d.startswith(key + "|") for d in done)
+def _keys_of(config: MatrixConfig, family: str) -> list[tuple[str, int]]:
+    """The (scheme, seed) keys a null model of ``family`` is verified against."""
+    from ownmark.bench.plan import scheme_family
+
+    return [(s, seed) for s in config.schemes if scheme_family(config.schemes, s) == family for seed in config.seeds]
+
+
+def _null_done(key: str, done: set[str], keys: list[tuple[str, int]]) -> bool:
+    """Whether a null model's rows are stored for every key: a scheme added to a run's config later gets
+    its null rows on the next call (the model is trained again; rows already stored stay as they are)."""
+    return all(f"{key}|{scheme}|{seed}" in done for scheme, seed in keys)
