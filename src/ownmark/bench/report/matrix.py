@@ -250,7 +250,8 @@ def _intro(cells: list[Row], nulls: list[Row]) -> list[Block]:
     text = (
         f"{len(cells)} cells: {len({r['scheme'] for r in cells})} schemes, "
         f"{len({r['attack_label'] for r in cells})} attack settings, {len({r['seed'] for r in cells})} seeds; "
-        f"{len(nulls)} null models. A verdict is 'owned' when the p-value is at most alpha ({alphas or NA}). "
+        f"{len(nulls)} verdicts on {len({r.get('model') for r in nulls})} null models. "
+        f"A verdict is 'owned' when the p-value is at most alpha ({alphas or NA}). "
         f"Accuracies are clean test accuracy in percent; costs and drops are in accuracy points."
     )
     from ownmark.families import FAMILIES
