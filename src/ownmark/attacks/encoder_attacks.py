@@ -3,8 +3,10 @@
 Pruning needs no encoder-specific code: the ``prune`` attack prunes any network's conv and linear
 weights. The two here change the encoder by training: ``enc-finetune`` fine-tunes it end to end
 with a fresh linear head on the attacker's labelled downstream data (what a user adapting a
-bought encoder does), ``enc-ssl`` continues contrastive pre-training on the attacker's unlabelled
-data (an attacker who wants to wash a stolen encoder without labels). Both return a changed copy.
+bought encoder does; with ``augment`` every batch is a random crop / warp / jitter view first, the
+fine-tuning with augmentation a thief uses against marks tied to exact pixels), ``enc-ssl``
+continues contrastive pre-training on the attacker's unlabelled data (an attacker who wants to wash
+a stolen encoder without labels). Both return a changed copy.
 
 Reference:
     The removal attacks AWEncoder is evaluated against: Zhang, Wu, Lu, Sun, Applied Sciences 2023,
@@ -24,9 +26,9 @@ from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_positive
 from ownmark.train import Engine, TrainConfig, fit, key_seed
-from ownmark.train.ssl import SSLConfig, feature_dim, pretrain
+from ownmark.train.ssl import SSLConfig, augmenter, feature_dim, pretrain
 
-HEAD_STREAM = 0x48454144
+HEAD_STREAM, AUGMENT_STREAM = 0x48454144, 0x41554746
 
 
 def _check_encoder(model: nn.Module, data: ImageSet) -> None:
@@ -45,10 +47,13 @@ class EncoderFineTuneConfig:
     lr: float = 1e-3
     optimizer: str = "adam"
     batch_size: int = 64
+    augment: bool = False  # each batch through the SSL views' kornia recipe (crop scale 0.8), keyed by step
 
     def __post_init__(self) -> None:
         require_positive(self, "epochs", "lr", "batch_size")
         require_choice(self, "optimizer", ("sgd", "adam"))
+        if not isinstance(self.augment, bool):
+            raise ConfigError(f"enc-finetune augment must be true or false, got {self.augment!r}")
 
 
 class _WithHead(nn.Module):
@@ -93,9 +98,24 @@ class EncoderFineTune:
             head = nn.Linear(feature_dim(encoder, data.shape), data.num_classes)
         with timed(cost):
             train = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer, weight_decay=0.0)
-            fit(_WithHead(encoder, head), data, train, seed=seed, engine=engine)
+            hook = _augment_hook(data, seed) if cfg.augment else None
+            fit(_WithHead(encoder, head), data, train, seed=seed, engine=engine, batch_hook=hook)
         cost.epochs = float(cfg.epochs)
         return encoder.eval(), cost
+
+
+def _augment_hook(data: ImageSet, seed: int):
+    """A batch hook that replaces each batch by an augmented view (random resized crop at scale >= 0.8
+    and the recipe's flip / jitter / small warp), drawn from a generator keyed by ``(seed, step)``: the
+    fine-tuning with augmentation an attacker uses to wash a mark tied to exact pixels."""
+    augment = augmenter(data.shape[0], data.shape[1], crop_scale=0.8)
+
+    def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(key_seed(seed, step, AUGMENT_STREAM))
+            return augment(x).clamp(0, 1), y
+
+    return hook
 
 
 def finetuned_variants(

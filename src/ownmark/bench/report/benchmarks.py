@@ -48,13 +48,22 @@ def update_section(path: str | Path, name: str, body: str) -> str:
     return text
 
 
+GOAL_MINUTES = {"quick": 30}  # issue 17: the quick matrix on this 2-core machine
+PHASES = ("models", "embedding", "cells and nulls")  # the phases of ownmark.bench.run.run_matrix
+
+
 def matrix_timings(cells: list[dict[str, Any]], runs: list[dict[str, Any]], preset: str) -> str:
-    """The bench section: wall time per cell of each attack, and the matrix's total time."""
-    by_attack: dict[str, list[float]] = {}
+    """The bench section: the matrix's total time (per phase where the run recorded it), what each SoK
+    attack group costs, and the wall time per cell of each attack."""
+    from ownmark.bench.report.matrix import attack_group, attack_key
+
+    by_attack: dict[str, list[dict[str, Any]]] = {}
     for row in cells:
-        by_attack.setdefault(row["attack"], []).append(row["cell_seconds"])
+        by_attack.setdefault(attack_key(row), []).append(row)
     total = sum(r["seconds"] for r in runs)
     workers = sorted({f"{r['executor']} x{r['workers']}" for r in runs})
+    goal = GOAL_MINUTES.get(preset)
+    verdict = f"; goal for `{preset}`: under {goal} min, {'met' if total / 60 <= goal else 'not met'}" if goal else ""
     lines = [
         f"## Bench matrix `{preset}`",
         "",
@@ -62,11 +71,35 @@ def matrix_timings(cells: list[dict[str, Any]], runs: list[dict[str, Any]], pres
         f"Machine: {machine()}.",
         "",
         f"{len(cells)} cells in {len(runs)} run(s) ({', '.join(workers)}): total wall time {total / 60:.1f} min "
-        "(clean training, embedding, cells and null models together; goal for `quick`: under 20 min).",
-        "",
-        "| attack | cells | median s per cell | max s per cell |",
-        "|---|---|---|---|",
+        f"(clean training, embedding, cells and null models together{verdict}).",
     ]
-    for attack, secs in sorted(by_attack.items()):
-        lines.append(f"| {attack} | {len(secs)} | {statistics.median(secs):.2f} | {max(secs):.2f} |")
+    phases: dict[str, float] = {}
+    for r in runs:
+        for name, secs in (r.get("phase_seconds") or {}).items():
+            phases[name] = phases.get(name, 0.0) + secs
+    if phases:  # in the order a run takes them (the store keeps a row's keys sorted)
+        order = [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES))
+        lines += ["", "Wall time per phase: " + ", ".join(f"{k} {phases[k] / 60:.1f} min" for k in order) + "."]
+    by_group: dict[str, list[str]] = {}
+    for attack in by_attack:
+        by_group.setdefault("none" if attack == "none" else attack_group(attack), []).append(attack)
+    cell_total = sum(r["cell_seconds"] for r in cells) or 1.0
+    lines += [
+        "",
+        "Per SoK attack group (cell time is worker time: the attack, the attacked model's utility and its "
+        "verdict; the attack's own share beside it):",
+        "",
+        "| group | attacks | cells | cell time (s) | share of cell time | attack's own time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    group_rows = {g: [r for a in attacks for r in by_attack[a]] for g, attacks in by_group.items()}
+    for group, rows in sorted(group_rows.items(), key=lambda kv: -sum(r["cell_seconds"] for r in kv[1])):
+        attacks, secs = by_group[group], sum(r["cell_seconds"] for r in rows)
+        own = sum(r.get("cost_seconds") or 0.0 for r in rows)
+        lines.append(f"| {group} | {len(attacks)} | {len(rows)} | {secs:.0f} | {secs / cell_total:.0%} | {own:.0f} |")
+    lines += ["", "| attack | group | cells | median s per cell | max s per cell |", "|---|---|---|---|---|"]
+    for attack, rows in sorted(by_attack.items()):
+        secs = [r["cell_seconds"] for r in rows]
+        group = "none" if attack == "none" else attack_group(attack)
+        lines.append(f"| {attack} | {group} | {len(secs)} | {statistics.median(secs):.2f} | {max(secs):.2f} |")
     return "\n".join(lines)
