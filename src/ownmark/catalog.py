@@ -16,7 +16,7 @@ PATH = Path(__file__).with_name("catalog.json")
 PATTERNS = {  # names that are patterns, not registry entries
     "models": ["tv:NAME", "timm:NAME", "pkg.module:factory"],
     "encoders": ["tv:NAME", "timm:NAME", "pkg.module:factory"],
-    "datasets": ["folder:PATH", "tv:NAME"],
+    "datasets": ["folder:PATH", "tv:NAME", "synthetic:CxHxW:K"],
 }
 DEFENSES = {"none": "answers as computed", "noise:STD[:abs]": "Gaussian noise on scores or features",
             "round:DECIMALS": "scores rounded", "topk:K": "only the top-k scores kept"}  # fmt: skip

@@ -64,7 +64,10 @@ def _options(
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 Dataset = Annotated[
-    str, typer.Option(help="mnist5k, digits, photos, folder:PATH or tv:NAME[:SPLIT] (large ones are streamed).")
+    str,
+    typer.Option(
+        help="mnist5k, digits, photos, folder:PATH, tv:NAME[:SPLIT] (large ones are streamed) or synthetic:CxHxW:K."
+    ),
 ]
 AnyData = Annotated[
     str | None,
@@ -769,16 +772,26 @@ def bench_run(
         int,
         typer.Option(help="GPUs the workers share: local gives each worker one in turn, Ray a share per task.", min=0),
     ] = 0,
+    rehearse: Annotated[
+        bool,
+        typer.Option(
+            help="Prove the run's paths in minutes first: the same schemes, attacks and architectures at one epoch "
+            "each, the first seed and sweep value, few null models, torchvision data replaced by random images of "
+            "its shape (no download). Its figures mean nothing; rows go to WORKDIR (default runs/bench/NAME-rehearsal)."
+        ),
+    ] = False,
 ) -> None:
     """Run the matrix scheme x attack x seed (every family); a re-run skips stored cells."""
     _outputs((workdir, "--workdir", "folder"))
     import dataclasses
 
     from ownmark.bench.executors import make_executor
-    from ownmark.bench.plan import load_config
+    from ownmark.bench.plan import load_config, rehearsal
     from ownmark.bench.run import run_matrix
 
     cfg = load_config(preset, config)
+    if rehearse:
+        cfg = rehearsal(cfg)
     if accelerator is not None:
         from ownmark.train import Engine
 

@@ -359,3 +359,68 @@ def config_to_dict(config: MatrixConfig) -> dict[str, Any]:
             value = getattr(config, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
+
+
+REHEARSAL_BUDGET = 256  # query budgets above this shrink to it in a rehearsal
+
+
+def rehearsal(config: MatrixConfig) -> MatrixConfig:
+    """``config`` at its smallest, to prove every path of a long run in minutes before paying for it.
+
+    Same schemes, attacks, architectures, model families and verdicts, on the first seed; a torchvision
+    dataset becomes seeded random images of its shape (:func:`ownmark.data.datasets.synthetic_standin`,
+    no download); every training length (a config field named ``*epochs``) is 1, milestones are dropped,
+    query budgets are at most :data:`REHEARSAL_BUDGET`, each sweep keeps its first value, and each family
+    keeps few null models (:meth:`ownmark.families.base.Family.rehearse`). Its figures mean nothing: it
+    tells whether the run will run (``ownmark bench run --rehearse``).
+    """
+    from ownmark.attacks import ATTACKS
+    from ownmark.config import apply_overrides
+    from ownmark.data.datasets import synthetic_standin
+    from ownmark.families import FAMILIES
+
+    raw = config_to_dict(config)
+    raw |= {
+        "name": f"{config.name}-rehearsal",
+        "seeds": [config.seeds[0]],
+        "dataset": synthetic_standin(config.dataset),
+    }
+    for family in config.families():
+        FAMILIES.get(family).rehearse(config, raw)
+    raw["schemes"] = {
+        label: {**(spec or {}), "set": {**((spec or {}).get("set") or {}), **_shrink(config.scheme_config(label))}}
+        for label, spec in config.schemes.items()
+    }
+
+    def stage(spec: dict[str, Any]) -> dict[str, Any]:
+        if spec["name"] == "none":
+            return dict(spec)
+        cls = ATTACKS.get(spec["name"])
+        shrunk = _shrink(apply_overrides(cls.config_class(), spec.get("set") or {}))
+        out = {**spec, "set": {**(spec.get("set") or {}), **shrunk}}
+        if "sweep" in spec:
+            out["sweep"] = {k: [shrunk.get(k, v[0])] for k, v in spec["sweep"].items()}
+        if "then" in spec:
+            out["then"] = [stage(s) for s in spec["then"]]
+        return out
+
+    raw["attacks"] = [stage(spec) for spec in config.attacks]
+    return MatrixConfig.from_dict(raw)
+
+
+def _shrink(config: Any) -> dict[str, Any]:
+    """Overrides that make a resolved scheme or attack config as short as it gets (see :func:`rehearsal`)."""
+    from dataclasses import fields, is_dataclass
+
+    out: dict[str, Any] = {}
+    for f in fields(config) if is_dataclass(config) else ():
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
+            continue
+        if f.name.endswith("epochs") and isinstance(value, int) and value > 1:
+            out[f.name] = 1
+        elif f.name == "milestones" and value:
+            out[f.name] = []
+        elif f.name == "budget" and isinstance(value, int) and value > REHEARSAL_BUDGET:
+            out[f.name] = REHEARSAL_BUDGET
+    return out

@@ -85,11 +85,70 @@ def photos() -> ImageSet:
     return ImageSet("photos", x, torch.cat(labels), len(PHOTOS))
 
 
+# the image shape and class count of torchvision datasets a config may name, for synthetic stand-ins
+# (``bench run --rehearse``) that need no download
+TV_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "CIFAR10": ((3, 32, 32), 10), "CIFAR100": ((3, 32, 32), 100), "SVHN": ((3, 32, 32), 10),
+    "STL10": ((3, 96, 96), 10), "MNIST": ((1, 28, 28), 10), "FashionMNIST": ((1, 28, 28), 10),
+    "ImageNet": ((3, 224, 224), 1000),
+}  # fmt: skip
+SYNTHETIC_IMAGES = 1000
+STANDIN_PER_CLASS, STANDIN_BYTES = 300, 2**30
+
+
+def synthetic(spec: str) -> ImageSet:
+    """Seeded random images of a given shape: ``CxHxW:K`` (``K`` classes) or ``CxHxW:K:N`` (``N`` images,
+    default 1,000), labels ``i mod K``. They carry no signal: for proving that a pipeline's paths run at
+    a real dataset's shape (``ownmark bench run --rehearse``), never for a measured figure.
+
+    Example:
+        >>> data = synthetic("3x32x32:10:50")
+        >>> data.shape, data.num_classes, len(data)
+        ((3, 32, 32), 10, 50)
+    """
+    from ownmark.errors import ConfigError
+
+    parts = spec.split(":")
+    try:
+        c, h, w = (int(v) for v in parts[0].lower().split("x"))
+        k, n = int(parts[1]), int(parts[2]) if len(parts) > 2 else SYNTHETIC_IMAGES
+        if len(parts) > 3 or min(c, h, w, k, n) < 1 or n < 5 * k:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"synthetic dataset {spec!r} is not CxHxW:CLASSES[:IMAGES] with positive ints and at least 5 images per "
+            "class; e.g. synthetic:3x32x32:10"
+        ) from None
+    gen = torch.Generator().manual_seed(n * 7919 + k)
+    return ImageSet(f"synthetic:{spec}", torch.rand(n, c, h, w, generator=gen), torch.arange(n) % k, k)
+
+
+def synthetic_standin(name: str) -> str:
+    """The ``synthetic:`` dataset of ``name``'s shape: bundled datasets stay themselves (they need no
+    download); a torchvision dataset of :data:`TV_SHAPES` becomes random images of its shape."""
+    from ownmark.errors import ConfigError
+
+    if name in DATASETS.names() or name.startswith("synthetic:"):
+        return name
+    tv = name.removeprefix("tv:").split(":")[0]
+    if name.startswith("tv:") and tv in TV_SHAPES:
+        (c, h, w), k = TV_SHAPES[tv]
+        # enough per class for the methods' per-class draws (FCW's paper preset: 130 owner images a class),
+        # within STANDIN_BYTES of float32 images
+        n = max(5 * k, min(STANDIN_PER_CLASS * k, STANDIN_BYTES // (4 * c * h * w)))
+        return f"synthetic:{c}x{h}x{w}:{k}:{n}"
+    raise ConfigError(
+        f"no synthetic stand-in for dataset {name!r}: a rehearsal knows the bundled datasets and "
+        f"tv:{{{', '.join(TV_SHAPES)}}}; name one, or synthetic:CxHxW:CLASSES, in the config"
+    )
+
+
 def load_dataset(name: str) -> ImageSet:
     """Load a dataset by name.
 
     Names: a registered one (``mnist5k``, ``digits``, ``photos``; see ``DATASETS.names()``),
-    ``folder:PATH`` for an image folder (see :func:`load_image_folder`), or ``tv:NAME`` for the train
+    ``folder:PATH`` for an image folder (see :func:`load_image_folder`), ``synthetic:CxHxW:K`` for random
+    images of that shape (see :func:`synthetic`), or ``tv:NAME`` for the train
     split of a torchvision dataset class such as ``tv:CIFAR10`` (``tv:NAME:SPLIT`` for another split,
     e.g. ``tv:STL10:unlabeled``), downloaded into ``cache_dir() / "torchvision"``. Folders and
     torchvision datasets larger than ``OWNMARK_IN_MEMORY_GB`` (default 4) as float32 are streamed
@@ -118,8 +177,12 @@ def load_dataset(name: str) -> ImageSet:
 def _load_once(name: str) -> ImageSet:
     if name.startswith("tv:"):
         return load_torchvision(name.removeprefix("tv:"), cache_dir() / "torchvision")
+    if name.startswith("synthetic:"):
+        return synthetic(name.removeprefix("synthetic:"))
     try:
         loader = DATASETS.get(name)
     except UnknownNameError as err:
-        raise UnknownNameError(f"{err}; or 'folder:PATH' or 'tv:NAME' (e.g. 'tv:CIFAR10')") from None
+        raise UnknownNameError(
+            f"{err}; or 'folder:PATH', 'tv:NAME' (e.g. 'tv:CIFAR10') or 'synthetic:CxHxW:K'"
+        ) from None
     return loader()

@@ -214,6 +214,11 @@ class Family:
         """Train the model ``null`` describes on its split of ``data`` (from :meth:`load`)."""
         raise NotImplementedError
 
+    def rehearse(self, config: MatrixConfig, raw: dict[str, Any]) -> None:
+        """Shrink this family's sections of ``raw`` (``config`` as a dict) for a rehearsal
+        (:func:`ownmark.bench.plan.rehearsal`): every training one epoch, few null models of each
+        architecture, same paths. Nothing to shrink by default."""
+
     def adapted(self, name: str, model: nn.Module, data: Any, config: MatrixConfig,
                 seed: int) -> dict[str, nn.Module]:  # fmt: skip
         """Variants of a null model adapted as a suspect in the wild would be (none by default)."""

@@ -182,6 +182,11 @@ class Classifier(Family):
     def load(self, config: MatrixConfig) -> Context:
         return Context.load(config.dataset, config.split_seed)
 
+    def rehearse(self, config: MatrixConfig, raw: dict[str, Any]) -> None:
+        raw["clean"] = {**(config.clean or {}), "epochs": 1}
+        raw["null_training"] = {**(config.null_training or {}), "epochs": 1}
+        raw["nulls"] = {**(config.nulls or {}), "seeds": min(1, self.settings(config).null_seeds)}
+
     def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
         return NullSpec(self.clean_name(seed), self.name, config.arch, seed, "owner")
 

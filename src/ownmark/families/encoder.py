@@ -204,6 +204,14 @@ class Encoder(Family):
     def parse_settings(self, config: MatrixConfig) -> EncoderSettings:
         return encoder_settings(config.encoder or {})
 
+    def rehearse(self, config: MatrixConfig, raw: dict[str, Any]) -> None:
+        s = self.settings(config)
+        one_per_arch = {n[0]: list(n) for n in reversed(s.nulls)}  # the first null encoder of each architecture
+        raw["encoder"] = {
+            **(config.encoder or {}), "ssl": {**s.ssl, "epochs": 1},  # the >= 5 calibration encoders stay, at 1 epoch
+            "nulls": [n for n in (list(n) for n in s.nulls) if n in one_per_arch.values()],
+        }  # fmt: skip
+
     def load(self, config: MatrixConfig) -> Any:
         from ownmark.families.classifier import Context
 

@@ -170,6 +170,9 @@ class Image2Image(Family):
     def load(self, config: MatrixConfig) -> Any:
         return SimpleNamespace(splits=self.load_splits(self.settings(config).task, config.split_seed))
 
+    def rehearse(self, config: MatrixConfig, raw: dict[str, Any]) -> None:
+        raw["image2image"] = {**(config.image2image or {}), "epochs": 1}
+
     def clean_spec(self, config: MatrixConfig, seed: int) -> NullSpec:
         return NullSpec(self.clean_name(seed), self.name, self.settings(config).arch, seed, "owner")
 
