@@ -68,3 +68,32 @@ def test_synthetic_names_and_what_cannot_be_rehearsed(tmp_path: Path) -> None:
     folder = MatrixConfig.from_dict({"dataset": f"folder:{tmp_path}", "schemes": {"fcw": {}}})
     with pytest.raises(ConfigError, match="no synthetic stand-in"):
         rehearsal(folder)
+
+
+@pytest.mark.slow
+def test_a_rehearsal_runs_end_to_end_through_the_cli(tmp_path: Path, one_thread) -> None:
+    """A narrowed config rehearsed and run: one row per cell and per (null model, key), at one epoch each."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from ownmark.bench.store import ResultStore
+    from ownmark.cli import app
+
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "tiny", "dataset": "synthetic:1x28x28:10:2600", "seeds": [3, 4], "clean": {"epochs": 4},
+        "schemes": {"fcw": {}}, "nulls": {"archs": ["cnn2", "lenet"], "seeds": 3},
+        "attacks": [{"name": "none"}, {"name": "ftal", "set": {"epochs": 3}, "sweep": {"lr": [0.01, 0.05]}}],
+    }))  # fmt: skip
+    args = ["bench", "run", "--config", str(cfg), "--rehearse", "--executor", "serial"]
+    result = CliRunner().invoke(app, [*args, "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    store = ResultStore(tmp_path / "w" / "results.sqlite")
+    cells, nulls = store.rows("cell"), store.rows("null")
+    assert sorted(r["attack_label"] for r in cells) == ["ftal lr=0.01", "none"] and {r["seed"] for r in cells} == {3}
+    assert sorted({r["model"] for r in nulls}) == ["cnn2-seed1000", "lenet-seed1000"]  # one null per architecture
+    assert all(r["cost_epochs"] == 1 for r in cells if r["attack"] == "ftal")
+    manifest = json.loads((tmp_path / "w" / "models" / "fcw-seed3.json").read_text())
+    assert manifest["info"]["seed"] == 3
