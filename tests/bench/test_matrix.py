@@ -144,7 +144,7 @@ def test_families_settings_are_typed_and_parsed_once() -> None:
     # every scheme's config and every cell's attack stages are resolved once, on load
     from ownmark.watermarks import WATERMARKS
 
-    assert config.scheme_config("awencoder-secret") == WATERMARKS.get("awencoder").presets["secret"].config
+    assert config.scheme_config("awencoder") == WATERMARKS.get("awencoder").presets["secret"].config  # its default
     ((name, ftal),) = config.attack_stages[("fcw", "ftal lr=0.05")]
     assert name == "ftal" and ftal.lr == 0.05 and ftal.epochs == 3 and config.attack_stages[("fcw", "none")] == ()
     assert "family_settings" not in config.to_dict() and config.to_dict()["seeds"] == [0, 1]
