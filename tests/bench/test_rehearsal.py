@@ -20,7 +20,7 @@ def _lengths(config) -> dict[str, int]:
     return {
         f.name: getattr(config, f.name)
         for f in fields(config)
-        if (f.name.endswith("epochs") or f.name == "budget") and isinstance(getattr(config, f.name), int)
+        if (f.name.endswith(("epochs", "steps")) or f.name == "budget") and isinstance(getattr(config, f.name), int)
     }
 
 

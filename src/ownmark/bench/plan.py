@@ -369,7 +369,8 @@ def rehearsal(config: MatrixConfig) -> MatrixConfig:
 
     Same schemes, attacks, architectures, model families and verdicts, on the first seed; a torchvision
     dataset becomes seeded random images of its shape (:func:`ownmark.data.datasets.synthetic_standin`,
-    no download); every training length (a config field named ``*epochs``) is 1, milestones are dropped,
+    no download); every training length and optimisation loop (a config field named ``*epochs`` or
+    ``*steps``) is 1, milestones are dropped,
     query budgets are at most :data:`REHEARSAL_BUDGET`, each sweep keeps its first value, and each family
     keeps few null models (:meth:`ownmark.families.base.Family.rehearse`). Its figures mean nothing: it
     tells whether the run will run (``ownmark bench run --rehearse``).
@@ -417,8 +418,8 @@ def _shrink(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
             continue
-        if f.name.endswith("epochs") and isinstance(value, int) and value > 1:
-            out[f.name] = 1
+        if f.name.endswith(("epochs", "steps")) and isinstance(value, int) and value > 1:
+            out[f.name] = 1  # training lengths, and optimisation loops such as AWEncoder's PGD steps
         elif f.name == "milestones" and value:
             out[f.name] = []
         elif f.name == "budget" and isinstance(value, int) and value > REHEARSAL_BUDGET:
