@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": "mnist5k",
         "arch": "cnn2",
         "seeds": [0, 1],
-        # AWEncoder as its default (the secret trigger); the paper's adversarial delta, unverifiable at this
+        # AWEncoder as its default (the secret trigger); the paper's adversarial delta, not reliably verifiable at this
         # scale and the slowest embedding here, is measured by `full` and `awencoder` (keeps quick in 30 min)
         "schemes": {**{name: {} for name in CLASSIFIER_SCHEMES}, "awencoder": {}, "deepwm": {}},
         "attacks": _ATTACKS,
