@@ -73,9 +73,9 @@ AnyData = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        help="mnist5k, digits, photos, folder:PATH or tv:NAME[:SPLIT]; image-to-image: a task (denoise, deblur, "
-        "colourise), on other images as TASK@SOURCE (deblur@folder:PATH). Default: the model's own (its manifest), "
-        "else the family's (mnist5k; deblur).",
+        help="mnist5k, digits, photos, folder:PATH, tv:NAME[:SPLIT] or synthetic:CxHxW:K; image-to-image: a task "
+        "(denoise, deblur, colourise), on other images as TASK@SOURCE (deblur@folder:PATH). Default: the model's "
+        "own (its manifest), else the family's (mnist5k; deblur).",
     ),
 ]
 Preset = Annotated[str, typer.Option(help="Named configuration (see `ownmark list presets`).")]
@@ -160,7 +160,8 @@ def train(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="mnist5k, digits, photos, folder:PATH or tv:NAME[:SPLIT]; image-to-image: a task (denoise, deblur, "
+            help="mnist5k, digits, photos, folder:PATH, tv:NAME[:SPLIT] or synthetic:CxHxW:K; image-to-image: a task "
+            "(denoise, deblur, "
             "colourise), on other images as TASK@SOURCE (deblur@folder:PATH, any size). Default mnist5k "
             "(image-to-image: deblur)."
         ),

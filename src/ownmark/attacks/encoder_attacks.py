@@ -26,7 +26,7 @@ from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_positive
 from ownmark.train import Engine, TrainConfig, fit, key_seed
-from ownmark.train.ssl import SSLConfig, augmenter, feature_dim, pretrain
+from ownmark.train.ssl import SSLConfig, augmenter, feature_dim, keyed_views, pretrain
 
 HEAD_STREAM, AUGMENT_STREAM = 0x48454144, 0x41554746
 
@@ -111,9 +111,7 @@ def _augment_hook(data: ImageSet, seed: int):
     augment = augmenter(data.shape[0], data.shape[1], crop_scale=0.8)
 
     def hook(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(key_seed(seed, step, AUGMENT_STREAM))
-            return augment(x).clamp(0, 1), y
+        return keyed_views(augment, x, key_seed(seed, step, AUGMENT_STREAM), 1)[0], y
 
     return hook
 

@@ -23,6 +23,7 @@ from ownmark.errors import (
 )
 from ownmark.models import ENCODERS, MODELS, ModelSpec
 from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train.ssl import keyed_views
 from ownmark.verify.suspect import QueryFn
 from ownmark.watermarks.base import Preset
 
@@ -208,11 +209,8 @@ class StolenEncoder:
             augment = view_augmenter(data.shape[0])
 
             def loss(forward: nn.Module, xb: torch.Tensor, idx: torch.Tensor, step: int) -> torch.Tensor:
-                views: list[torch.Tensor] = []
-                if cfg.lambda_value > 0:
-                    with torch.random.fork_rng(devices=[]), torch.no_grad():
-                        torch.manual_seed(key_seed(seed, step, VIEW_STREAM))
-                        views = [augment(xb).clamp(0, 1) for _ in range(cfg.k)]
+                k = cfg.k if cfg.lambda_value > 0 else 0
+                views = keyed_views(augment, xb, key_seed(seed, step, VIEW_STREAM), k)
                 feats = forward(torch.cat([xb, *views])).chunk(1 + len(views))
                 return steal_loss(feats[0], list(feats[1:]), targets[idx.cpu()].to(xb.device), cfg.lambda_value,
                                   cfg.distance)  # fmt: skip

@@ -22,7 +22,7 @@ import torch
 from ownmark.data.external import load_image_folder, load_torchvision
 from ownmark.data.imageset import ImageSet
 from ownmark.data.streamed import StreamedImageSet
-from ownmark.errors import UnknownNameError
+from ownmark.errors import ConfigError, UnknownNameError
 from ownmark.registry import Registry
 
 DATASETS: Registry[Callable[[], ImageSet]] = Registry("dataset")
@@ -106,8 +106,6 @@ def synthetic(spec: str) -> ImageSet:
         >>> data.shape, data.num_classes, len(data)
         ((3, 32, 32), 10, 50)
     """
-    from ownmark.errors import ConfigError
-
     parts = spec.split(":")
     try:
         c, h, w = (int(v) for v in parts[0].lower().split("x"))
@@ -126,8 +124,6 @@ def synthetic(spec: str) -> ImageSet:
 def synthetic_standin(name: str) -> str:
     """The ``synthetic:`` dataset of ``name``'s shape: bundled datasets stay themselves (they need no
     download); a torchvision dataset of :data:`TV_SHAPES` becomes random images of its shape."""
-    from ownmark.errors import ConfigError
-
     if name in DATASETS.names() or name.startswith("synthetic:"):
         return name
     tv = name.removeprefix("tv:").split(":")[0]

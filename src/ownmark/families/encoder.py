@@ -206,10 +206,12 @@ class Encoder(Family):
 
     def rehearse(self, config: MatrixConfig, raw: dict[str, Any]) -> None:
         s = self.settings(config)
-        one_per_arch = {n[0]: list(n) for n in reversed(s.nulls)}  # the first null encoder of each architecture
+        first_per_arch = {}  # the first null encoder of each architecture, in the config's order
+        for null in s.nulls:
+            first_per_arch.setdefault(null[0], list(null))
         raw["encoder"] = {
             **(config.encoder or {}), "ssl": {**s.ssl, "epochs": 1},  # the >= 5 calibration encoders stay, at 1 epoch
-            "nulls": [n for n in (list(n) for n in s.nulls) if n in one_per_arch.values()],
+            "nulls": list(first_per_arch.values()),
         }  # fmt: skip
 
     def load(self, config: MatrixConfig) -> Any:

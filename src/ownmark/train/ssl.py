@@ -82,11 +82,17 @@ def augmenter(channels: int, size: int, *, crop_scale: float = 0.5, flip: bool |
     return nn.Sequential(*steps)
 
 
+def keyed_views(augment: nn.Module, x: torch.Tensor, key: int, count: int) -> tuple[torch.Tensor, ...]:
+    """``count`` augmented views of ``x`` in [0, 1], drawn one after another from a CPU generator seeded
+    with ``key`` (the caller's ``key_seed(...)``); the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(key)
+        return tuple(augment(x).clamp(0, 1) for _ in range(count))
+
+
 def two_views(augment: nn.Module, x: torch.Tensor, seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Two augmented views of ``x`` drawn from a generator keyed by ``(seed, step)``."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(key_seed(seed, step, VIEW_STREAM))
-        return augment(x).clamp(0, 1), augment(x).clamp(0, 1)
+    return keyed_views(augment, x, key_seed(seed, step, VIEW_STREAM), 2)
 
 
 class SSLModel(nn.Module):

@@ -80,9 +80,10 @@ def matrix_timings(cells: list[dict[str, Any]], runs: list[dict[str, Any]], pres
     if phases:  # in the order a run takes them (the store keeps a row's keys sorted)
         order = [p for p in PHASES if p in phases] + sorted(set(phases) - set(PHASES))
         lines += ["", "Wall time per phase: " + ", ".join(f"{k} {phases[k] / 60:.1f} min" for k in order) + "."]
+    group_of = {attack: "none" if attack == "none" else attack_group(attack) for attack in by_attack}
     by_group: dict[str, list[str]] = {}
-    for attack in by_attack:
-        by_group.setdefault("none" if attack == "none" else attack_group(attack), []).append(attack)
+    for attack, group in group_of.items():
+        by_group.setdefault(group, []).append(attack)
     cell_total = sum(r["cell_seconds"] for r in cells) or 1.0
     lines += [
         "",
@@ -100,6 +101,6 @@ def matrix_timings(cells: list[dict[str, Any]], runs: list[dict[str, Any]], pres
     lines += ["", "| attack | group | cells | median s per cell | max s per cell |", "|---|---|---|---|---|"]
     for attack, rows in sorted(by_attack.items()):
         secs = [r["cell_seconds"] for r in rows]
-        group = "none" if attack == "none" else attack_group(attack)
-        lines.append(f"| {attack} | {group} | {len(secs)} | {statistics.median(secs):.2f} | {max(secs):.2f} |")
+        median, most = statistics.median(secs), max(secs)
+        lines.append(f"| {attack} | {group_of[attack]} | {len(secs)} | {median:.2f} | {most:.2f} |")
     return "\n".join(lines)
