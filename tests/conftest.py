@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -33,7 +34,47 @@ def mnist_splits():
 
 
 @pytest.fixture(scope="session")
-def mnist_encoder(mnist_splits):
+def shared(tmp_path_factory, worker_id):
+    """``shared(name, build)``: the models (and keys) ``build()`` returns, trained once per test run.
+
+    ``make test`` runs two xdist workers, and a session fixture would train the same model in each. The
+    first worker to ask builds it, under a file lock, and saves it (safetensors) in the run's shared temp
+    folder; every worker, the builder too, loads those bytes: the same weights and keys, so the same results
+    whichever worker built them. ``build`` returns a dict of models (with a spec) and keys; models come back
+    in eval mode.
+    """
+    from filelock import FileLock
+
+    from ownmark.core import Key
+    from ownmark.io import load_key, save_key
+    from ownmark.models import load_model, save_model
+
+    root = tmp_path_factory.getbasetemp()
+    root = (root.parent if worker_id != "master" else root) / "shared-fixtures"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str, build):
+        folder = root / name
+        with FileLock(str(folder) + ".lock"):
+            done = folder / "done.json"
+            if not done.is_file():
+                built = build()
+                folder.mkdir()
+                for k, obj in built.items():
+                    (save_key if isinstance(obj, Key) else save_model)(folder / k, obj)
+                kinds = {k: "key" if isinstance(obj, Key) else "model" for k, obj in built.items()}
+                done.write_text(json.dumps(kinds))
+            # every worker (the builder too) gets what was saved: the same objects whoever built them
+            kinds = json.loads(done.read_text())
+            return {
+                k: load_key(folder / k) if kind == "key" else load_model(folder / k)[0] for k, kind in kinds.items()
+            }
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def mnist_encoder(mnist_splits, shared):
     """A conv4 (128-d) SimCLR encoder pre-trained on mnist5k's owner part with the CPU defaults.
 
     Shared by the encoder tests (probe, AWEncoder, StolenEncoder); tests must not change it:
@@ -42,10 +83,26 @@ def mnist_encoder(mnist_splits):
     from ownmark.models import ModelSpec
     from ownmark.train.ssl import SSLConfig, pretrain
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    enc = ModelSpec("conv4", 1, 128, 28, family="encoder").build()
-    pretrain(enc, mnist_splits.owner, SSLConfig(), seed=0)
-    torch.set_num_threads(threads)
-    return enc.eval()
+    def build():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        enc = ModelSpec("conv4", 1, 128, 28, family="encoder").build()
+        pretrain(enc, mnist_splits.owner, SSLConfig(), seed=0)
+        torch.set_num_threads(threads)
+        return {"encoder": enc.eval()}
+
+    return shared("mnist-encoder", build)["encoder"]
+
+
+@pytest.fixture(scope="session")
+def mnist_nulls(shared):
+    """Independent classifiers for the must-hold false-claim tests: cnn2 and lenet of seeds 11 and 12 on
+    mnist5k's owner part and a cnn2 on the attacker's part, 6 epochs at lr 0.05 (88-95% on the test part),
+    trained once per test run. Tests must not change them."""
+    from ownmark.families.classifier import Context, null_models
+    from ownmark.train import TrainConfig
+
+    config = TrainConfig(epochs=6, lr=0.05)
+    ctx = Context.load("mnist5k")
+    return shared("mnist-nulls", lambda: null_models(ctx, ["cnn2", "lenet"], [11, 12], config=config))

@@ -41,3 +41,16 @@ def mnist_model(mnist_splits) -> nn.Module:
     model = ModelSpec("cnn2", 1, 10, 28).build()
     fit(model, mnist_splits.owner, TrainConfig(epochs=4, batch_size=128, lr=0.05), seed=0)
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def fcw_marked(mnist_model, mnist_splits, shared):
+    """FCW at its defaults (seed 0) on ``mnist_model``: (marked, key), embedded once per test run (measured:
+    test accuracy 0.925, p 1/360, the smallest possible). Tests must not change it."""
+    from ownmark.watermarks.fcw import FCW
+
+    got = shared(
+        "fcw-on-mnist-model",
+        lambda: dict(zip(("marked", "key"), FCW().embed(mnist_model, mnist_splits.owner, seed=0), strict=True)),
+    )
+    return got["marked"], got["key"]

@@ -79,12 +79,6 @@ def test_purifier_leaves_the_victim_and_erases_a_budget_sized_perturbation() -> 
     assert cost.details == {"bits": 2, "kernel_size": 1}
 
 
-@pytest.fixture(scope="module")
-def fcw_marked(mnist_model, mnist_splits):
-    """FCW at its defaults (measured: test accuracy 0.925, p 1/360, the smallest possible)."""
-    return WATERMARKS.get("fcw")().embed(mnist_model, mnist_splits.owner, seed=0)
-
-
 @pytest.mark.slow
 def test_a_detector_of_the_methods_own_triggers_removes_fcw(fcw_marked, mnist_splits) -> None:
     """The thief draws FCW's fusions from its own images with its own seeds (the public procedure), trains a

@@ -114,13 +114,6 @@ def test_configs_reject_bad_values(config, kwargs, match) -> None:
         config(**kwargs)
 
 
-@pytest.fixture(scope="module")
-def fcw_marked(mnist_model, mnist_splits):
-    from ownmark.watermarks.fcw import FCW
-
-    return FCW().embed(mnist_model, mnist_splits.owner, seed=0)
-
-
 @pytest.mark.slow
 def test_adv_extract_on_fcw_learns_from_few_images_and_carries_the_mark(fcw_marked, mnist_splits) -> None:
     """Measured (seed 0; FCW-marked cnn2 0.925): adv-extract's defaults (200 attacker images, 3 rounds,

@@ -13,13 +13,6 @@ from ownmark.verify import decide
 pytest.importorskip("art")
 
 
-@pytest.fixture(scope="module")
-def fcw_marked(mnist_model, mnist_splits):
-    from ownmark.watermarks.fcw import FCW
-
-    return FCW().embed(mnist_model, mnist_splits.owner, seed=0)
-
-
 @pytest.mark.slow
 def test_art_knockoff_and_ownmark_distill_agree_on_the_same_victim_budget_and_seed(fcw_marked, mnist_splits) -> None:
     from ownmark.watermarks.fcw import FCW

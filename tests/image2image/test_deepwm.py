@@ -18,6 +18,7 @@ from ownmark.verify import decide
 from ownmark.verify.metrics import psnr, ssim
 from ownmark.watermarks import WATERMARKS, resolve_config
 from ownmark.watermarks import deepwm as deepwm_module
+from ownmark.watermarks.base import config_dict
 from ownmark.watermarks.deepwm import (
     DeepWM,
     DeepWMConfig,
@@ -52,13 +53,23 @@ def test_classifiers_are_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def run(one_thread):
+def drawn(one_thread):
+    """The barrier form of the test config on an encdec deblurring target, with what its ``_draw`` gave
+    (key, barrier, trained R, H's training inputs): the absorbed-form test starts from that draw."""
     splits = load_task("deblur")
     spec = ModelSpec("encdec", 3, 3, 32, family="image2image")
     target = seeded(spec.build, 0)
     fit_i2i(target, splits.owner.x, splits.owner.y, I2ITrainConfig(epochs=6), seed=0)
-    marked, key = DeepWM(SMALL).embed(target, splits.owner, seed=0)
-    return splits, target, marked, key
+    draws, real = [], DeepWM._draw
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DeepWM, "_draw", lambda self, *args: draws.append(real(self, *args)) or draws[-1])
+        marked, key = DeepWM(SMALL).embed(target, splits.owner, seed=0)
+    return splits, target, marked, key, draws[0]
+
+
+@pytest.fixture(scope="module")
+def run(drawn):
+    return drawn[:4]
 
 
 class _Constant(torch.nn.Module):
@@ -134,12 +145,12 @@ def test_draw_key_equals_the_key_of_embed_and_degenerate_keys_are_refused(tiny, 
     drawn = DeepWM(toy).draw_key(target, splits.owner, seed=0)
     assert set(drawn.tensors) == set(key.tensors)
     assert all(torch.equal(drawn.tensors[k], key.tensors[k]) for k in key.tensors)
-    real = deepwm_module.measure
+    real = deepwm_module.scores
 
     def matched(*args, **kwargs):  # an extractor that reads the mark from every control
         return {**real(*args, **kwargs), "bit_p_value": 1e-6}
 
-    monkeypatch.setattr(deepwm_module, "measure", matched)
+    monkeypatch.setattr(deepwm_module, "scores", matched)
     with pytest.raises(ConfigError, match="degenerate.*another seed"):
         DeepWM(toy).draw_key(target, splits.owner, seed=0)
 
@@ -173,10 +184,22 @@ def test_must_hold_marked_owned_and_models_made_without_the_secret_never(run, tm
 
 
 @pytest.mark.slow
-def test_must_hold_absorbed_form_end_to_end(run) -> None:
-    splits, target, _, _ = run
-    torch.manual_seed(0)  # parts of the embedding draw from the global generator: fix it here
-    absorbed, key = DeepWM(replace(SMALL, form="absorbed")).embed(target, splits.owner, seed=0)
+def test_must_hold_absorbed_form_end_to_end(drawn, monkeypatch) -> None:
+    """``embed`` in the absorbed form. Its draw (H, R, the secret) never reads ``form`` (only ``embed``
+    does, after the draw), so the barrier run's draw of the same config and seed is its draw: reused here
+    rather than trained twice; the absorption, the spec and the verdict are this form's own."""
+    splits, target, barrier_marked, barrier_key, (key, barrier, extractor, train_a) = drawn
+    assert barrier_marked is barrier  # the barrier form returns the drawn barrier itself
+    absorbed_cfg = replace(SMALL, form="absorbed")
+    own_key = replace(key, config={**key.config, "form": "absorbed"}, meta=dict(key.meta))
+    assert {k: v for k, v in own_key.config.items() if k != "form"} == {
+        k: v for k, v in config_dict(absorbed_cfg).items() if k != "form"
+    }
+    monkeypatch.setattr(DeepWM, "_draw", lambda self, *args: (own_key, barrier, extractor, train_a))
+    before = {k: v.clone() for k, v in barrier.state_dict().items()}
+    absorbed, key = DeepWM(absorbed_cfg).embed(target, splits.owner, seed=0)
+    assert key is own_key and key.config["form"] == "absorbed" and barrier_key.config["form"] == "barrier"
+    assert all(torch.equal(before[k], v) for k, v in barrier.state_dict().items())  # the barrier is left as it was
     assert type(absorbed) is type(target) and absorbed.spec == target.spec  # no barrier at run time
     ev = DeepWM().detect(absorbed, key)
     assert decide(ev).p_value <= 1e-6
@@ -205,3 +228,29 @@ def test_key_of_another_scheme_is_refused(tiny) -> None:
     _, target, _, key, _ = tiny
     with pytest.raises(KeyMismatchError, match="deepwm"):
         DeepWM().detect(target, replace(key, scheme="fcw"))
+
+
+def test_controls_are_extracted_once_per_key_and_again_when_r_changes(tiny, monkeypatch) -> None:
+    """R's outputs on a key's controls are computed once for the keys ``with_bits`` makes from it, and again
+    for a key with other (or in-place changed) R tensors; the verdicts are those of a fresh computation."""
+    _, target, _, key, _ = tiny
+    calls: list[int] = []
+    real = deepwm_module.predict
+    monkeypatch.setattr(deepwm_module, "predict", lambda model, x: calls.append(len(x)) or real(model, x))
+    controls = sum(name in key.tensors for name in ("probe_x", "probe_clean", "probe_null"))
+    copy_key = replace(key, tensors={k: v.clone() for k, v in key.tensors.items()}, meta=dict(key.meta))
+    DeepWM().detect(target, copy_key)
+    assert len(calls) == 2 + controls  # the suspect, R on its outputs, R on each control
+    calls.clear()
+    other_bits = DeepWM.with_bits(copy_key, 3)
+    again = DeepWM().detect(target, other_bits)
+    assert len(calls) == 2  # the suspect and R on its outputs: the controls' R outputs are reused
+    deepwm_module._CONTROL_EXTRACTIONS.clear()
+    assert DeepWM().detect(target, other_bits).details["controls"] == again.details["controls"]
+    r_name = next(k for k, v in copy_key.tensors.items() if k.startswith("R.") and v.is_floating_point())
+    copy_key.tensors[r_name].mul_(0.5)  # R changed in place: the controls are extracted again
+    calls.clear()
+    changed = DeepWM().detect(target, copy_key)
+    assert len(calls) == 2 + controls
+    deepwm_module._CONTROL_EXTRACTIONS.clear()
+    assert DeepWM().detect(target, copy_key).details["controls"] == changed.details["controls"]

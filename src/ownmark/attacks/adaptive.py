@@ -197,7 +197,7 @@ class TriggerDetect:
                 [torch.zeros(len(own), dtype=torch.long), torch.ones(len(positives) * reps, dtype=torch.long)]
             )
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(key_seed(seed, DETECT_STREAM) + 1)
+                torch.default_generator.manual_seed(key_seed(seed, DETECT_STREAM) + 1)
                 detector = ModelSpec(cfg.arch, data.shape[0], 2, data.shape[1]).build()
             train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
             fit(detector, ImageSet("detector", x, y, 2), train, seed=seed, engine=engine)

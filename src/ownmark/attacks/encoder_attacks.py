@@ -94,7 +94,7 @@ class EncoderFineTune:
         cfg, cost = self.config, Cost()
         encoder = copy.deepcopy(model)
         with timed(cost), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key_seed(seed, HEAD_STREAM))
+            torch.default_generator.manual_seed(key_seed(seed, HEAD_STREAM))
             head = nn.Linear(feature_dim(encoder, data.shape), data.num_classes)
         with timed(cost):
             train = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer, weight_decay=0.0)

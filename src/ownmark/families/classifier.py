@@ -142,7 +142,7 @@ class Classifier(Family):
 
         data = toy_images(seed)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.spec("cnn2", data).build(), data
 
     def train_config(self, overrides: dict[str, str]) -> TrainConfig:

@@ -156,7 +156,7 @@ class Encoder(Family):
 
         data = toy_images(seed)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.spec("conv4", data, 16).build(), data
 
     def train_config(self, overrides: dict[str, str]) -> Any:
@@ -174,7 +174,7 @@ class Encoder(Family):
         from ownmark.train.ssl import pretrain
 
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key_seed(seed, 3))
+            torch.default_generator.manual_seed(key_seed(seed, 3))
             encoder = self.spec(arch, data, out_dim).build()
         pretrain(encoder, data, config, seed=seed, engine=engine or Engine(), checkpoint=checkpoint, resume=resume)
         return encoder.eval()

@@ -125,7 +125,7 @@ class Image2Image(Family):
         y = torch.rand(32, 3, 16, 16, generator=g)
         data = Pairs("toy", (y + 0.1 * torch.randn(y.shape, generator=g)).clamp(0, 1), y)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             return self.spec("conv3", data).build(), data
 
     def load_splits(self, dataset: str, split_seed: int) -> Any:

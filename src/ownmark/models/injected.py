@@ -173,7 +173,7 @@ def load_target(path_or_name: str | Path, spec_hint: ModelSpec | None = None, *,
         raise MissingFileError(f"no such model file: {text}")
     spec = ModelSpec(text, spec_hint.in_channels, spec_hint.num_classes, spec_hint.image_size)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         model = spec.build()
     warnings.warn(f"{text!r} names an architecture: its weights are random, not trained", stacklevel=2)
     return model.eval()

@@ -216,7 +216,7 @@ def seeded(factory: Callable[[], nn.Module], seed: int, stream: int = 0) -> nn.M
         True
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(key_seed(seed, stream, 31))
+        torch.default_generator.manual_seed(key_seed(seed, stream, 31))
         return factory()
 
 

@@ -99,7 +99,7 @@ def linear_probe(
     std = std.clamp_min(max(1e-6, 0.1 * float(std.mean())))
     z = (feats - mean) / std
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(key_seed(seed, PROBE_STREAM))
+        torch.default_generator.manual_seed(key_seed(seed, PROBE_STREAM))
         linear = nn.Linear(z.shape[1], train.num_classes)
     opt = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):

@@ -86,7 +86,9 @@ def keyed_views(augment: nn.Module, x: torch.Tensor, key: int, count: int) -> tu
     """``count`` augmented views of ``x`` in [0, 1], drawn one after another from a CPU generator seeded
     with ``key`` (the caller's ``key_seed(...)``); the global generator is left as it was."""
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(key)
+        # the CPU generator alone: torch.manual_seed would also queue a seeding of every lazily
+        # initialised accelerator (with a captured stack, ~1 ms, kept until exit) at each call
+        torch.default_generator.manual_seed(key)
         return tuple(augment(x).clamp(0, 1) for _ in range(count))
 
 
@@ -164,7 +166,7 @@ def ssl_model(encoder: nn.Module, shape: tuple[int, ...], config: SSLConfig, see
     """``encoder`` with freshly initialised heads of ``config.method`` (seeded)."""
     dim = feature_dim(encoder, shape)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(key_seed(seed, HEAD_STREAM))
+        torch.default_generator.manual_seed(key_seed(seed, HEAD_STREAM))
         return SSLModel(encoder, dim, config)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -51,7 +52,7 @@ from ownmark.watermarks.deepwm_train import (
 __all__ = [
     "DEEPWM_PRESETS", "DeepWM", "DeepWMConfig", "absorb", "balanced_bits", "balanced_bits_pvalue", "build_extractor",
     "fidelity_weight", "finetune_extractor", "fit_extractor", "joint_training", "load_extractor", "make_watermark",
-    "measure",
+    "measure", "scores",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -288,13 +289,12 @@ class DeepWM:
         return load_extractor(key), key.tensors["watermark"]
 
     def _controls(self, key: Key, extractor: nn.Module) -> dict[str, dict[str, Any]]:
-        out = {
-            "inputs": measure(extractor, key.tensors["probe_x"], key),
-            "clean_outputs": measure(extractor, key.tensors["probe_clean"], key),
+        names = {"inputs": "probe_x", "clean_outputs": "probe_clean", "clean_surrogate": "probe_null"}
+        return {
+            name: scores(_control_extraction(extractor, key, tensor), key)
+            for name, tensor in names.items()
+            if tensor in key.tensors
         }
-        if "probe_null" in key.tensors:
-            out["clean_surrogate"] = measure(extractor, key.tensors["probe_null"], key)
-        return out
 
 
 def _check_exact(key: Key) -> None:
@@ -341,11 +341,42 @@ def load_extractor(key: Key) -> nn.Module:
 def measure(extractor: nn.Module, images: torch.Tensor, key: Key) -> dict[str, Any]:
     """R's output on ``images``: centred and raw NC with the watermark, success rate and bits (decoded
     from the mean extraction, with the exact p-value of :func:`balanced_bits_pvalue`)."""
-    watermark = key.tensors["watermark"]
+    return scores(predict(extractor, images), key)
+
+
+# R's outputs on a key's controls, per control tensor: R and the controls are fixed by the key, so the keys
+# ``with_bits`` makes from it (same tensors, other bits) and repeated verdicts share one pass of R. An entry
+# (keyed by the control's id, dropped when the control is freed) is used only while the control and the key's R
+# tensors are the very objects it was computed from, unchanged in place.
+_CONTROL_EXTRACTIONS: dict[int, tuple[weakref.ref, list[weakref.ref], tuple[int, ...], torch.Tensor]] = {}
+
+
+def _control_extraction(extractor: nn.Module, key: Key, name: str) -> torch.Tensor:
+    images = key.tensors[name]
+    weights = [v for k, v in sorted(key.tensors.items()) if k.startswith("R.")]
+    versions = (images._version, *(w._version for w in weights))
+    hit = _CONTROL_EXTRACTIONS.get(id(images))
+    if hit is not None and hit[0]() is images and hit[2] == versions and len(hit[1]) == len(weights):
+        if all(ref() is w for ref, w in zip(hit[1], weights, strict=True)):
+            return hit[3]
     ext = predict(extractor, images)
+    slot = id(images)
+
+    def forget(_: weakref.ref, slot: int = slot) -> None:
+        entry = _CONTROL_EXTRACTIONS.get(slot)
+        if entry is not None and entry[0]() is None:
+            del _CONTROL_EXTRACTIONS[slot]
+
+    _CONTROL_EXTRACTIONS[slot] = (weakref.ref(images, forget), [weakref.ref(w) for w in weights], versions, ext)
+    return ext
+
+
+def scores(ext: torch.Tensor, key: Key) -> dict[str, Any]:
+    """The measures of :func:`measure` from R's output ``ext`` (N, C, H, W)."""
+    watermark = key.tensors["watermark"]
     cnc, raw = centred_nc(ext, watermark), nc(ext, watermark)
     out: dict[str, Any] = {
-        "n": len(images),
+        "n": len(ext),
         "centred_nc": float(cnc.mean()),
         "raw_nc": float(raw.mean()),
         "success": success_rate(cnc, key.config["nc_threshold"]),

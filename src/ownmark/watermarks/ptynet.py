@@ -487,7 +487,7 @@ class PTYNet:
             torch.full((int(keep.sum()),), cfg.n_wm), samples["embed_class"], torch.full((len(negatives),), cfg.n_wm),
         ])  # fmt: skip
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(key_seed(seed, _INIT))
+            torch.default_generator.manual_seed(key_seed(seed, _INIT))
             proprietary = ModelSpec(cfg.arch, c, cfg.n_wm + 1, h).build()
         hook = augment_hook(seed, cfg.flip, cfg.degrees) if cfg.flip or cfg.degrees > 0 else None
         train = ImageSet(f"{data.name}+ptynet", x, y, cfg.n_wm + 1)

@@ -119,7 +119,7 @@ def _scratch(family: Any, config: MatrixConfig, data: Any, setting: dict[str, An
 
     s = family.settings(config)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         fresh = family.spec(s.arch, data.splits.owner, s.dim).build()
     cls = ATTACKS.get(setting["name"])
     attack = cls(apply_overrides(cls.config_class(), setting["set"]))

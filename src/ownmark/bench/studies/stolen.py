@@ -104,7 +104,7 @@ def pretrain_target(cfg: StolenBenchConfig, splits: Splits, seed: int, epochs: i
     """A ``cfg.arch`` encoder pre-trained with SimCLR on the owner's part, probed downstream."""
     c, size, _ = splits.owner.shape
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(key_seed(seed, TARGET_STREAM))
+        torch.default_generator.manual_seed(key_seed(seed, TARGET_STREAM))
         encoder = ModelSpec(cfg.arch, c, cfg.dim, size, family="encoder").build()
     result = pretrain(encoder, splits.owner, SSLConfig(epochs=epochs or cfg.pretrain_epochs), seed=seed)
     return Target(encoder.eval(), result.seconds, probe(encoder, splits.attacker, splits.test, seed=seed,

@@ -180,7 +180,7 @@ def encoder_zoo(
             out[name] = _cached(path, lambda s=seed, d=data: StolenEncoder()(owner, d, seed=s)[0])
         elif kind == "untrained":
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)
                 c, h, _ = ctx.splits.owner.shape
                 out[name] = ModelSpec(a, c, dim, h, family="encoder").build().eval()
         elif kind == "constant":
