@@ -106,3 +106,29 @@ def mnist_nulls(shared):
     config = TrainConfig(epochs=6, lr=0.05)
     ctx = Context.load("mnist5k")
     return shared("mnist-nulls", lambda: null_models(ctx, ["cnn2", "lenet"], [11, 12], config=config))
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn2(shared):
+    """A cnn2 trained 4 epochs at lr 0.05 on mnist5k's owner part (seed 0), trained once per test run."""
+    from ownmark.families.classifier import Context, train_model
+    from ownmark.train import TrainConfig
+
+    ctx = Context.load("mnist5k")
+    config = TrainConfig(epochs=4, lr=0.05)
+    build = lambda: {"model": train_model(ctx.spec("cnn2"), ctx.splits.owner, seed=0, config=config)}  # noqa: E731
+    return shared("mnist-cnn2", build)["model"]
+
+
+@pytest.fixture(scope="session")
+def mnist_content(mnist_cnn2, shared):
+    """The content scheme at its defaults (seed 0) on ``mnist_cnn2``: (marked, key), embedded once per run."""
+    from ownmark.families.classifier import Context
+    from ownmark.watermarks import WATERMARKS
+
+    owner = Context.load("mnist5k").splits.owner
+    got = shared(
+        "mnist-content",
+        lambda: dict(zip(("marked", "key"), WATERMARKS.get("content")().embed(mnist_cnn2, owner, seed=0), strict=True)),
+    )
+    return got["marked"], got["key"]
