@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -235,6 +236,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run: Path, tmp_path
 def test_ray_executor_on_a_local_instance_matches_serial(tiny_run: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    shutil.copytree(tiny_run / "models", tmp_path / "ray" / "models")  # the trained models: the cells run on ray
     try:
         run_matrix(MatrixConfig.from_dict(TINY), tmp_path / "ray", executor=make_executor("ray", workers=2))
     finally:

@@ -4,6 +4,7 @@ one CLI, on real tiny runs."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,10 +104,20 @@ def invoke(*args: object):
     return result.output
 
 
+@pytest.fixture(scope="module")
+def cli_marked(tmp_path_factory, one_thread) -> tuple[Path, str]:
+    """A conv3 target trained and marked (deepwm, TINY) through the CLI, in a folder the tests only read:
+    (the folder, the embed command's output)."""
+    folder = tmp_path_factory.mktemp("cli-deepwm")
+    invoke("train", "--family", "image2image", "--out", folder / "clean", "--arch", "conv3", "--set", "epochs=1")
+    return folder, invoke("embed", "deepwm", "--model", folder / "clean", "--out", folder / "wm", *TINY)
+
+
 @pytest.mark.slow
-def test_cli_train_embed_attack_verify(tmp_path: Path, one_thread) -> None:
-    invoke("train", "--family", "image2image", "--out", tmp_path / "clean", "--arch", "conv3", "--set", "epochs=1")
-    out = invoke("embed", "deepwm", "--model", tmp_path / "clean", "--out", tmp_path / "wm", *TINY)
+def test_cli_train_embed_attack_verify(tmp_path: Path, cli_marked, one_thread) -> None:
+    marked_dir, out = cli_marked
+    for name in ("clean", "wm"):
+        shutil.copytree(marked_dir / name, tmp_path / name)
     assert "PSNR" in out and "clean SSIM" in out and (tmp_path / "wm" / "key.safetensors").is_file()
     invoke("attack", "surrogate", "--model", tmp_path / "wm" / "marked", "--out", tmp_path / "stolen",
            "--set", "arch=conv3", "--set", "epochs=1")  # fmt: skip
@@ -188,14 +199,13 @@ def test_a_studys_matrix_executor_is_checked_before_any_work(study: str, monkeyp
 
 
 @pytest.mark.slow
-def test_calibrate_takes_an_image_to_image_key_to_the_familys_null_models(tmp_path: Path, one_thread, monkeypatch):
+def test_calibrate_takes_an_image_to_image_key_to_the_familys_null_models(tmp_path: Path, cli_marked, monkeypatch):
     """`ownmark calibrate` trains the bench's null models of the key's family (one shared step): for a deepwm
     key the image-to-image family's three targets, not classifiers. Their training is stubbed here (untrained
     networks of each null's architecture): what is tested is the routing and the exact test's calibration."""
     from ownmark.families.image2image import Image2Image
 
-    invoke("train", "--family", "image2image", "--out", tmp_path / "clean", "--arch", "conv3", "--set", "epochs=1")
-    invoke("embed", "deepwm", "--model", tmp_path / "clean", "--out", tmp_path / "wm", *TINY)
+    shutil.copytree(cli_marked[0] / "wm", tmp_path / "wm")
     trained: list[str] = []
 
     def untrained(self, data, config, null, engine):

@@ -84,7 +84,7 @@ from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, KeyMismatchError, require_choice, require_in_range, require_positive
 from ownmark.models.encoder import encode, reestimate_batchnorm
 from ownmark.train import Engine, TrainConfig, fit, key_seed
-from ownmark.train.ssl import SSLConfig, SSLModel, augmenter, ssl_model, two_views
+from ownmark.train.ssl import VIEW_STREAM, SSLConfig, SSLModel, augmenter, keyed_views, ssl_model, two_views
 from ownmark.verify.encoder import (
     candidate_effects,
     candidate_labels,
@@ -372,7 +372,8 @@ class AWEncoder:
 
         def loss(forward: nn.Module, x: torch.Tensor, idx: torch.Tensor, step: int) -> torch.Tensor:
             v0, v1 = two_views(augment, x, seed, step)
-            base = two_views(augment, x, seed + 1, step)[0] if cfg.marked_views else x
+            # the first of two_views(augment, x, seed + 1, step), drawn alone: the same images, one pass less
+            base = keyed_views(augment, x, key_seed(seed + 1, step, VIEW_STREAM), 1)[0] if cfg.marked_views else x
             xm = (base + delta.to(x.device)).clamp(0, 1)
             e0 = e0x[idx.cpu()].to(x.device)  # the clean features live on the CPU, the batch may not
             if cfg.lambda_neg == 0:
