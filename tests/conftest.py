@@ -16,23 +16,6 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Longest files first. ``make test`` hands whole files to two xdist workers in collection order (a
-    batch each up front, then one file to whichever worker frees up), so a long file collected last starts
-    last and leaves the other core idle at the end. Files are ordered by their number of ``slow`` tests
-    (the long ones), most first; a file's own tests keep their order."""
-    from collections import Counter
-
-    def file_of(item) -> str:
-        return item.nodeid.split("::")[0]
-
-    slow = Counter(file_of(item) for item in items if item.get_closest_marker("slow"))
-    first = {}
-    for i, item in enumerate(items):
-        first.setdefault(file_of(item), i)
-    items.sort(key=lambda item: (-slow[file_of(item)], first[file_of(item)]))
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they slow down."""

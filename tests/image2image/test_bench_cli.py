@@ -116,8 +116,9 @@ def cli_marked(tmp_path_factory, one_thread) -> tuple[Path, str]:
 @pytest.mark.slow
 def test_cli_train_embed_attack_verify(tmp_path: Path, cli_marked, one_thread) -> None:
     marked_dir, out = cli_marked
-    for name in ("clean", "wm"):
-        shutil.copytree(marked_dir / name, tmp_path / name)
+    for path in marked_dir.glob("clean.*"):  # a model is a stem: clean.safetensors, clean.json, ...
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copytree(marked_dir / "wm", tmp_path / "wm")
     assert "PSNR" in out and "clean SSIM" in out and (tmp_path / "wm" / "key.safetensors").is_file()
     invoke("attack", "surrogate", "--model", tmp_path / "wm" / "marked", "--out", tmp_path / "stolen",
            "--set", "arch=conv3", "--set", "epochs=1")  # fmt: skip
