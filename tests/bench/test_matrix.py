@@ -246,6 +246,9 @@ def test_ray_executor_on_a_local_instance_matches_serial(tiny_run: Path, tmp_pat
 
 @pytest.mark.slow
 def test_local_worker_processes_match_serial(tiny_run: Path, tmp_path: Path) -> None:
+    """The clean and marked models come from the serial run (the killed-run test trains them in a fresh run);
+    the worker processes run every cell and the null model."""
+    shutil.copytree(tiny_run / "models", tmp_path / "local" / "models")
     run_matrix(MatrixConfig.from_dict(TINY), tmp_path / "local", executor=make_executor("local", workers=2))
     assert _rows(tmp_path / "local") == _rows(tiny_run)
 
