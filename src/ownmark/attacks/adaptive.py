@@ -53,7 +53,7 @@ from ownmark.attacks.transforms import TransformedModel, require_odd_kernel
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_in_range, require_positive
-from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed
 
 DETECT_STREAM = 0x54444554  # the thief's own key draws and its calibration split
 
@@ -196,8 +196,7 @@ class TriggerDetect:
             y = torch.cat(
                 [torch.zeros(len(own), dtype=torch.long), torch.ones(len(positives) * reps, dtype=torch.long)]
             )
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(key_seed(seed, DETECT_STREAM) + 1)
+            with cpu_seeded(key_seed(seed, DETECT_STREAM) + 1):
                 detector = ModelSpec(cfg.arch, data.shape[0], 2, data.shape[1]).build()
             train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr)
             fit(detector, ImageSet("detector", x, y, 2), train, seed=seed, engine=engine)

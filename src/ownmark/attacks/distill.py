@@ -14,7 +14,7 @@ from ownmark.data import ImageSet, load_dataset, to_image_shape
 from ownmark.data.splits import ood_part
 from ownmark.errors import ConfigError, ShapeError, require_choice, require_positive
 from ownmark.models import MODELS, ModelSpec
-from ownmark.train import Engine, TrainConfig, fit, key_seed, label_hook, predict_logits
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed, label_hook, predict_logits
 from ownmark.verify.suspect import QueryFn
 
 OUTPUTS = ("labels", "probs", "logits")
@@ -338,6 +338,5 @@ class SmoothDistill(Distill):
 
 def fresh_surrogate(spec: ModelSpec, seed: int) -> nn.Module:
     """An untrained model of ``spec`` whose initial weights depend on ``seed`` only."""
-    with torch.random.fork_rng(devices=[]):  # the global CPU generator is restored afterwards
-        torch.default_generator.manual_seed(key_seed(seed, INIT_STREAM))
+    with cpu_seeded(key_seed(seed, INIT_STREAM)):
         return spec.build()

@@ -25,7 +25,7 @@ from ownmark.attacks.base import ATTACKS, timed
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_positive
-from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed
 from ownmark.train.ssl import SSLConfig, augmenter, feature_dim, keyed_views, pretrain
 
 HEAD_STREAM, AUGMENT_STREAM = 0x48454144, 0x41554746
@@ -93,8 +93,7 @@ class EncoderFineTune:
         _check_encoder(model, data)
         cfg, cost = self.config, Cost()
         encoder = copy.deepcopy(model)
-        with timed(cost), torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(key_seed(seed, HEAD_STREAM))
+        with timed(cost), cpu_seeded(key_seed(seed, HEAD_STREAM)):
             head = nn.Linear(feature_dim(encoder, data.shape), data.num_classes)
         with timed(cost):
             train = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, cfg.optimizer, weight_decay=0.0)

@@ -35,7 +35,7 @@ from ownmark.attacks.transforms import TransformedModel
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, ShapeError, require_positive
-from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed
 
 AE_STREAM = 0x52454341
 
@@ -135,8 +135,7 @@ class InputReconstruct:
             raise ShapeError(f"attacker images of shape {data.shape} but the victim takes {spec.input_shape}")
         cost = Cost()
         with timed(cost):
-            with torch.random.fork_rng(devices=[]):  # a seeded init that leaves the global generator alone
-                torch.default_generator.manual_seed(key_seed(seed, AE_STREAM))
+            with cpu_seeded(key_seed(seed, AE_STREAM)):  # a seeded init that leaves the global generator alone
                 autoencoder = AutoEncoder(data.shape, cfg.bottleneck, cfg.width)
             train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, optimizer="adam",
                                 weight_decay=0.0)  # fmt: skip

@@ -17,7 +17,7 @@ from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet, Splits, load_dataset, make_splits
 from ownmark.families.base import FAMILIES, Family, NullSpec
 from ownmark.models import ModelSpec
-from ownmark.train import Engine, TrainConfig, fit, key_seed
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed
 
 if TYPE_CHECKING:
     from ownmark.bench.plan import MatrixConfig
@@ -141,8 +141,7 @@ class Classifier(Family):
         from ownmark.data.toy import toy_images
 
         data = toy_images(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with cpu_seeded(seed):
             return self.spec("cnn2", data).build(), data
 
     def train_config(self, overrides: dict[str, str]) -> TrainConfig:

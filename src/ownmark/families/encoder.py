@@ -150,13 +150,11 @@ class Encoder(Family):
         return ModelSpec(arch, c, out_dim or int(DEFAULTS["dim"]), h, family=self.name)
 
     def toy(self, seed: int = 0) -> tuple[nn.Module, Any]:
-        import torch
-
         from ownmark.data.toy import toy_images
+        from ownmark.train import cpu_seeded
 
         data = toy_images(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with cpu_seeded(seed):
             return self.spec("conv4", data, 16).build(), data
 
     def train_config(self, overrides: dict[str, str]) -> Any:
@@ -168,13 +166,11 @@ class Encoder(Family):
     def fit(self, arch: str, data: Any, *, seed: int, config: Any, engine: Any = None, checkpoint: Any = None,
             resume: bool = False, out_dim: int | None = None) -> nn.Module:  # fmt: skip
         """Pre-train with ``config.method`` (SimCLR, MoCo or BYOL)."""
-        import torch
 
-        from ownmark.train import Engine, key_seed
+        from ownmark.train import Engine, cpu_seeded, key_seed
         from ownmark.train.ssl import pretrain
 
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(key_seed(seed, 3))
+        with cpu_seeded(key_seed(seed, 3)):
             encoder = self.spec(arch, data, out_dim).build()
         pretrain(encoder, data, config, seed=seed, engine=engine or Engine(), checkpoint=checkpoint, resume=resume)
         return encoder.eval()

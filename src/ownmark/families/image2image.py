@@ -120,12 +120,12 @@ class Image2Image(Family):
         import torch
 
         from ownmark.data.image2image import Pairs
+        from ownmark.train import cpu_seeded
 
         g = torch.Generator().manual_seed(seed)
         y = torch.rand(32, 3, 16, 16, generator=g)
         data = Pairs("toy", (y + 0.1 * torch.randn(y.shape, generator=g)).clamp(0, 1), y)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
+        with cpu_seeded(seed):
             return self.spec("conv3", data).build(), data
 
     def load_splits(self, dataset: str, split_seed: int) -> Any:

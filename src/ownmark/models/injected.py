@@ -171,9 +171,10 @@ def load_target(path_or_name: str | Path, spec_hint: ModelSpec | None = None, *,
         return model.eval()
     if path.suffix in (".safetensors", ".json", ".pt", ".pth", ".bin") or "/" in text or "\\" in text:
         raise MissingFileError(f"no such model file: {text}")
+    from ownmark.train import cpu_seeded
+
     spec = ModelSpec(text, spec_hint.in_channels, spec_hint.num_classes, spec_hint.image_size)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+    with cpu_seeded(seed):
         model = spec.build()
     warnings.warn(f"{text!r} names an architecture: its weights are random, not trained", stacklevel=2)
     return model.eval()

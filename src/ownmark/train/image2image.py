@@ -29,7 +29,7 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
-from ownmark.train.loop import Batches, Engine, TrainResult, _fabric, key_seed, optimizer_state_to
+from ownmark.train.loop import Batches, Engine, TrainResult, _fabric, cpu_seeded, key_seed, optimizer_state_to
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -215,8 +215,7 @@ def seeded(factory: Callable[[], nn.Module], seed: int, stream: int = 0) -> nn.M
         >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
         True
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(key_seed(seed, stream, 31))
+    with cpu_seeded(key_seed(seed, stream, 31)):
         return factory()
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,27 @@ def key_seed(*parts: int) -> int:
             raise ConfigError(f"seed {p} does not fit in 64 bits; choose a seed between 0 and 2**63 - 1")
         h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0x7FFFFFFFFFFFFFFF
     return h
+
+
+@contextmanager
+def cpu_seeded(seed: int) -> Iterator[None]:
+    """Run the block with the global CPU generator seeded with ``seed``, then restore it as it was.
+
+    The CPU generator alone: ``torch.manual_seed`` would also queue a seeding of every lazily initialised
+    accelerator (with a captured stack, about a millisecond, kept until exit) at each call, and leave the
+    accelerators' generators seeded after the block. Model initialisation and augmentation draws happen on
+    the CPU, so they are the same on every device.
+
+    Example:
+        >>> with cpu_seeded(3):
+        ...     a = torch.rand(2)
+        >>> with cpu_seeded(3):
+        ...     torch.equal(a, torch.rand(2))
+        True
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

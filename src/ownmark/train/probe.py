@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, ShapeError
 from ownmark.models.encoder import encode
-from ownmark.train.loop import key_seed
+from ownmark.train.loop import cpu_seeded, key_seed
 
 PROBE_STREAM, SHOT_STREAM = 0x50524F42, 0x53484F54
 
@@ -98,8 +98,7 @@ def linear_probe(
     # a unit dead on the training images (ReLU) must not blow up on test images: floor its scale
     std = std.clamp_min(max(1e-6, 0.1 * float(std.mean())))
     z = (feats - mean) / std
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(key_seed(seed, PROBE_STREAM))
+    with cpu_seeded(key_seed(seed, PROBE_STREAM)):
         linear = nn.Linear(z.shape[1], train.num_classes)
     opt = torch.optim.Adam(linear.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):

@@ -23,7 +23,7 @@ from torch import nn
 
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_in_range, require_positive
-from ownmark.train.loop import Engine, TrainConfig, TrainResult, fit, key_seed
+from ownmark.train.loop import Engine, TrainConfig, TrainResult, cpu_seeded, fit, key_seed
 
 METHODS = ("simclr", "moco", "byol")
 VIEW_STREAM, HEAD_STREAM = 0x56494557, 0x48454144
@@ -85,10 +85,7 @@ def augmenter(channels: int, size: int, *, crop_scale: float = 0.5, flip: bool |
 def keyed_views(augment: nn.Module, x: torch.Tensor, key: int, count: int) -> tuple[torch.Tensor, ...]:
     """``count`` augmented views of ``x`` in [0, 1], drawn one after another from a CPU generator seeded
     with ``key`` (the caller's ``key_seed(...)``); the global generator is left as it was."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        # the CPU generator alone: torch.manual_seed would also queue a seeding of every lazily
-        # initialised accelerator (with a captured stack, ~1 ms, kept until exit) at each call
-        torch.default_generator.manual_seed(key)
+    with cpu_seeded(key), torch.no_grad():
         return tuple(augment(x).clamp(0, 1) for _ in range(count))
 
 
@@ -165,8 +162,7 @@ def feature_dim(encoder: nn.Module, shape: tuple[int, ...]) -> int:
 def ssl_model(encoder: nn.Module, shape: tuple[int, ...], config: SSLConfig, seed: int) -> SSLModel:
     """``encoder`` with freshly initialised heads of ``config.method`` (seeded)."""
     dim = feature_dim(encoder, shape)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(key_seed(seed, HEAD_STREAM))
+    with cpu_seeded(key_seed(seed, HEAD_STREAM)):
         return SSLModel(encoder, dim, config)
 
 

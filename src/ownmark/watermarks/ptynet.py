@@ -17,7 +17,7 @@ from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, KeyMismatchError, ShapeError, require_choice, require_in_range, require_positive
 from ownmark.models import ModelSpec
 from ownmark.models.injected import InjectedModel, load_target  # noqa: F401  (load_target: bring your own model)
-from ownmark.train import Engine, TrainConfig, fit, key_seed, predict_logits
+from ownmark.train import Engine, TrainConfig, cpu_seeded, fit, key_seed, predict_logits
 from ownmark.verify import LabelOracle
 from ownmark.verify.randomization import randomization_evidence
 from ownmark.watermarks.base import WATERMARKS, Preset, config_dict
@@ -486,8 +486,7 @@ class PTYNet:
         y = torch.cat([
             torch.full((int(keep.sum()),), cfg.n_wm), samples["embed_class"], torch.full((len(negatives),), cfg.n_wm),
         ])  # fmt: skip
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(key_seed(seed, _INIT))
+        with cpu_seeded(key_seed(seed, _INIT)):
             proprietary = ModelSpec(cfg.arch, c, cfg.n_wm + 1, h).build()
         hook = augment_hook(seed, cfg.flip, cfg.degrees) if cfg.flip or cfg.degrees > 0 else None
         train = ImageSet(f"{data.name}+ptynet", x, y, cfg.n_wm + 1)

@@ -111,15 +111,13 @@ def _extras(config: MatrixConfig, work: Path, say: Callable[[str], None]) -> dic
 
 def _scratch(family: Any, config: MatrixConfig, data: Any, setting: dict[str, Any], seed: int) -> float:
     """The probe accuracy the attack ``setting`` reaches on a randomly initialised encoder of the preset's."""
-    import torch
 
     from ownmark.attacks import ATTACKS
-    from ownmark.train import Engine
+    from ownmark.train import Engine, cpu_seeded
     from ownmark.watermarks import apply_overrides
 
     s = family.settings(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+    with cpu_seeded(seed):
         fresh = family.spec(s.arch, data.splits.owner, s.dim).build()
     cls = ATTACKS.get(setting["name"])
     attack = cls(apply_overrides(cls.config_class(), setting["set"]))

@@ -40,7 +40,7 @@ from ownmark.defenses import parse_defense
 from ownmark.errors import ConfigError
 from ownmark.io import atomic_write_text, save_json
 from ownmark.models import ModelSpec, encode
-from ownmark.train import key_seed
+from ownmark.train import cpu_seeded, key_seed
 from ownmark.train.ssl import SSLConfig, pretrain
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,7 @@ class Target:
 def pretrain_target(cfg: StolenBenchConfig, splits: Splits, seed: int, epochs: int | None = None) -> Target:
     """A ``cfg.arch`` encoder pre-trained with SimCLR on the owner's part, probed downstream."""
     c, size, _ = splits.owner.shape
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(key_seed(seed, TARGET_STREAM))
+    with cpu_seeded(key_seed(seed, TARGET_STREAM)):
         encoder = ModelSpec(cfg.arch, c, cfg.dim, size, family="encoder").build()
     result = pretrain(encoder, splits.owner, SSLConfig(epochs=epochs or cfg.pretrain_epochs), seed=seed)
     return Target(encoder.eval(), result.seconds, probe(encoder, splits.attacker, splits.test, seed=seed,

@@ -155,7 +155,7 @@ def encoder_zoo(
     from ownmark.attacks.stolen_encoder import StolenEncoder
     from ownmark.families.encoder import encoder_settings, train_encoder
     from ownmark.models import ModelSpec
-    from ownmark.train import Engine
+    from ownmark.train import Engine, cpu_seeded
 
     specs = _sized(ENCODER_SUSPECTS, ENCODER_SUSPECTS_TINY, size)
     raw = {"arch": arch, "ssl": {"epochs": ssl_epochs}}
@@ -179,8 +179,7 @@ def encoder_zoo(
         elif kind == "stolen":
             out[name] = _cached(path, lambda s=seed, d=data: StolenEncoder()(owner, d, seed=s)[0])
         elif kind == "untrained":
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
+            with cpu_seeded(seed):
                 c, h, _ = ctx.splits.owner.shape
                 out[name] = ModelSpec(a, c, dim, h, family="encoder").build().eval()
         elif kind == "constant":
