@@ -223,3 +223,51 @@ def test_resume_after_kill_is_bit_identical(tmp_path: Path) -> None:
     fit(straight, toy_images(), config, seed=0)
     assert same_weights(resumed, straight)
     assert not same_weights(resumed, initial_model())
+
+
+class _UserBlock(nn.Module):
+    """A user's own module that flattens with .view, which a channels-last activation refuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).view(len(x), -1)
+
+
+def test_channels_last_training_applies_to_library_conv_nets_on_the_cpu_only() -> None:
+    from ownmark.train import channels_last_training
+
+    net, user, dense = initial_model(), _UserBlock(), nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    before = copy.deepcopy(net)
+    convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+    with channels_last_training(net, user, dense, None):
+        assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+        assert user.conv.weight.is_contiguous()  # the user's module keeps the default layout
+        assert user(torch.rand(2, 3, 5, 5)).shape == (2, 36)
+    assert all(w.is_contiguous() for w in convs) and same_weights(net, before)  # back, values unchanged
+    with channels_last_training(net, device="cuda"):  # a GPU run is left to the engine (no GPU needed here)
+        assert all(w.is_contiguous() for w in convs)
+
+
+def test_fcw_masking_zeroes_the_same_weights_in_either_layout() -> None:
+    from ownmark.watermarks.fcw import random_mask_hook
+
+    hook = random_mask_hook(0.3, 1, seed=5)
+    plain, last = initial_model(), initial_model().to(memory_format=torch.channels_last)
+    hook(plain, 0)
+    hook(last, 0)
+    zeroed = sum(int((p == 0).sum()) for p in plain.parameters())
+    assert zeroed > 0.2 * sum(p.numel() for p in plain.parameters()) and same_weights(plain, last)
+
+
+def test_fit_trains_a_library_net_channels_last_and_hands_it_back_in_the_default_layout() -> None:
+    layouts = []
+
+    def look(model: nn.Module, step: int) -> None:
+        layouts.append(model[0].weight.is_contiguous(memory_format=torch.channels_last))
+
+    model = initial_model()
+    fit(model, toy_images(), TrainConfig(epochs=1, batch_size=16), seed=0, step_hook=look)
+    assert layouts == [True] * 4 and all(p.is_contiguous() for p in model.parameters())

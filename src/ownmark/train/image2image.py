@@ -29,7 +29,16 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
-from ownmark.train.loop import Batches, Engine, TrainResult, _fabric, cpu_seeded, key_seed, optimizer_state_to
+from ownmark.train.loop import (
+    Batches,
+    Engine,
+    TrainResult,
+    _fabric,
+    channels_last_training,
+    cpu_seeded,
+    key_seed,
+    optimizer_state_to,
+)
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -160,37 +169,38 @@ def fit_i2i(
     result, n = TrainResult(), len(x)
     batches = Batches([x, y], fabric.device)  # resident on an accelerator when it fits
     fmodel.train()
-    for epoch in range(start, config.epochs):
-        t0, total = time.perf_counter(), 0.0
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
-        for i, (xb, yb) in enumerate(batches.epoch(order, config.batch_size)):
-            if config.augment:
-                xb, yb = augment_pair(xb, yb, key_seed(seed, epoch, i, 1))
-            out = forward(xb)
-            loss = pixel_loss(out, yb, config.loss)
-            if d_forward is not None:
-                fake_logit = d_forward(torch.cat([xb, out], 1))
-                loss = loss + config.gan_weight * F.binary_cross_entropy_with_logits(
-                    fake_logit, torch.ones_like(fake_logit)
-                )
-            stepper.zero_grad(set_to_none=True)
-            backward(loss)
-            stepper.step()
-            if d_forward is not None and d_stepper is not None:
-                d_stepper.zero_grad(set_to_none=True)
-                backward(discriminator_loss(d_forward, torch.cat([xb, yb], 1), torch.cat([xb, out.detach()], 1)))
-                d_stepper.step()
-            total = total + loss.detach() * len(xb)  # no .item() per step: it would sync every batch
-        result.seconds += time.perf_counter() - t0
-        result.images += n
-        result.epochs_run += 1
-        result.losses.append(float(total) / n)
-        if checkpoint is not None:
-            cpu = {k: v.cpu() for k, v in model.state_dict().items()}
-            state = {"model": cpu, "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
-            if disc is not None and d_opt is not None:
-                state |= {"disc": {k: v.cpu() for k, v in disc.state_dict().items()}, "d_opt": d_opt.state_dict()}
-            save_checkpoint(checkpoint, {**state, "seed": seed, "config": asdict(config)})
+    with channels_last_training(model, disc, device=fabric.device):
+        for epoch in range(start, config.epochs):
+            t0, total = time.perf_counter(), 0.0
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
+            for i, (xb, yb) in enumerate(batches.epoch(order, config.batch_size)):
+                if config.augment:
+                    xb, yb = augment_pair(xb, yb, key_seed(seed, epoch, i, 1))
+                out = forward(xb)
+                loss = pixel_loss(out, yb, config.loss)
+                if d_forward is not None:
+                    fake_logit = d_forward(torch.cat([xb, out], 1))
+                    loss = loss + config.gan_weight * F.binary_cross_entropy_with_logits(
+                        fake_logit, torch.ones_like(fake_logit)
+                    )
+                stepper.zero_grad(set_to_none=True)
+                backward(loss)
+                stepper.step()
+                if d_forward is not None and d_stepper is not None:
+                    d_stepper.zero_grad(set_to_none=True)
+                    backward(discriminator_loss(d_forward, torch.cat([xb, yb], 1), torch.cat([xb, out.detach()], 1)))
+                    d_stepper.step()
+                total = total + loss.detach() * len(xb)  # no .item() per step: it would sync every batch
+            result.seconds += time.perf_counter() - t0
+            result.images += n
+            result.epochs_run += 1
+            result.losses.append(float(total) / n)
+            if checkpoint is not None:
+                cpu = {k: v.cpu() for k, v in model.state_dict().items()}
+                state = {"model": cpu, "optimizer": optimizer.state_dict(), "epoch": epoch + 1}
+                if disc is not None and d_opt is not None:
+                    state |= {"disc": {k: v.cpu() for k, v in disc.state_dict().items()}, "d_opt": d_opt.state_dict()}
+                save_checkpoint(checkpoint, {**state, "seed": seed, "config": asdict(config)})
     model.cpu().eval()
     if disc is not None:
         disc.cpu()

@@ -21,6 +21,7 @@ from ownmark.errors import ConfigError, ShapeError
 from ownmark.models.image2image import BarrierModel, PatchDiscriminator, build_i2i
 from ownmark.train import key_seed
 from ownmark.train.image2image import I2ITrainConfig, discriminator_loss, fit_i2i, predict, seeded
+from ownmark.train.loop import channels_last_training
 from ownmark.verify.metrics import bits_image
 from ownmark.watermarks.deepwm_config import DeepWMConfig
 
@@ -108,40 +109,41 @@ def joint_training(
     barrier.embedder.train()
     extractor.train()
     losses = []
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(a), generator=torch.Generator().manual_seed(key_seed(seed, epoch, 4)))
-        total, w_fidelity = 0.0, fidelity_weight(cfg, epoch)
-        for i in range(0, len(a) - cfg.batch_size + 1, cfg.batch_size):  # even batches (paper)
-            idx = order[i : i + cfg.batch_size]
-            ab, bb = a[idx], b[idx]
-            delta = messages(cfg, watermark, len(idx), torch.Generator().manual_seed(key_seed(seed, epoch, i, 18)))
-            marked = mark(barrier.embedder, bb, delta)
-            loss = w_fidelity * F.mse_loss(marked, bb)
-            if cfg.w_ssim:
-                loss = loss + cfg.w_ssim * w_fidelity / cfg.w_fidelity * (1 - ssim(marked, bb, data_range=1.0))
-            if disc is not None:
-                logit = disc(marked)
-                loss = loss + cfg.w_adv * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-            seen = [marked]
-            if cfg.distort:
-                g = torch.Generator().manual_seed(key_seed(seed, epoch, i, 5))
-                noise = torch.randn(marked.shape, generator=g) * cfg.distort
-                seen.append((marked + noise).clamp(0, 1))
-            ext = extractor(torch.cat(seen))
-            loss = loss + cfg.w_extract * F.mse_loss(ext, delta.repeat(len(seen), 1, 1, 1))
-            loss = loss + cfg.w_consistency * consistency(ext[: len(idx)], cfg)
-            clean = extractor(torch.cat([ab, bb]))
-            loss = loss + cfg.w_clean * 2 * F.mse_loss(clean, blank.expand_as(clean))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if disc is not None and d_opt is not None:
-                d_opt.zero_grad(set_to_none=True)
-                discriminator_loss(disc, bb, marked.detach()).backward()
-                d_opt.step()
-            total += float(loss.detach())
-        losses.append(total)
-        log.info("deepwm stage 1 epoch %d: loss %.4f", epoch + 1, total)
+    with channels_last_training(barrier.embedder, extractor, disc):
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(a), generator=torch.Generator().manual_seed(key_seed(seed, epoch, 4)))
+            total, w_fidelity = 0.0, fidelity_weight(cfg, epoch)
+            for i in range(0, len(a) - cfg.batch_size + 1, cfg.batch_size):  # even batches (paper)
+                idx = order[i : i + cfg.batch_size]
+                ab, bb = a[idx], b[idx]
+                delta = messages(cfg, watermark, len(idx), torch.Generator().manual_seed(key_seed(seed, epoch, i, 18)))
+                marked = mark(barrier.embedder, bb, delta)
+                loss = w_fidelity * F.mse_loss(marked, bb)
+                if cfg.w_ssim:
+                    loss = loss + cfg.w_ssim * w_fidelity / cfg.w_fidelity * (1 - ssim(marked, bb, data_range=1.0))
+                if disc is not None:
+                    logit = disc(marked)
+                    loss = loss + cfg.w_adv * F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
+                seen = [marked]
+                if cfg.distort:
+                    g = torch.Generator().manual_seed(key_seed(seed, epoch, i, 5))
+                    noise = torch.randn(marked.shape, generator=g) * cfg.distort
+                    seen.append((marked + noise).clamp(0, 1))
+                ext = extractor(torch.cat(seen))
+                loss = loss + cfg.w_extract * F.mse_loss(ext, delta.repeat(len(seen), 1, 1, 1))
+                loss = loss + cfg.w_consistency * consistency(ext[: len(idx)], cfg)
+                clean = extractor(torch.cat([ab, bb]))
+                loss = loss + cfg.w_clean * 2 * F.mse_loss(clean, blank.expand_as(clean))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if disc is not None and d_opt is not None:
+                    d_opt.zero_grad(set_to_none=True)
+                    discriminator_loss(disc, bb, marked.detach()).backward()
+                    d_opt.step()
+                total += float(loss.detach())
+            losses.append(total)
+            log.info("deepwm stage 1 epoch %d: loss %.4f", epoch + 1, total)
     barrier.eval()
     extractor.eval()
     return losses
@@ -250,20 +252,22 @@ def fit_extractor(
     channels = blank.shape[0]
     opt = torch.optim.Adam(extractor.parameters(), lr=lr, betas=(0.5, 0.999))
     extractor.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(negatives), generator=torch.Generator().manual_seed(key_seed(seed, epoch, stream)))
-        for i in range(0, len(negatives), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            groups = positives(idx, torch.Generator().manual_seed(key_seed(seed, epoch, i, stream, 18)))
-            pos = extractor(torch.cat([images for images, _ in groups]))
-            target = torch.cat([deltas for _, deltas in groups])
-            neg = extractor(torch.cat(negatives[idx].split(channels, 1)))
-            loss = F.mse_loss(pos, target) + F.mse_loss(neg, blank.expand_as(neg))
-            parts = pos.split([len(images) for images, _ in groups])
-            loss = loss + cfg.w_consistency * sum(consistency(part, cfg) for part in parts) / len(parts)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    with channels_last_training(extractor):
+        for epoch in range(epochs):
+            g = torch.Generator().manual_seed(key_seed(seed, epoch, stream))
+            order = torch.randperm(len(negatives), generator=g)
+            for i in range(0, len(negatives), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                groups = positives(idx, torch.Generator().manual_seed(key_seed(seed, epoch, i, stream, 18)))
+                pos = extractor(torch.cat([images for images, _ in groups]))
+                target = torch.cat([deltas for _, deltas in groups])
+                neg = extractor(torch.cat(negatives[idx].split(channels, 1)))
+                loss = F.mse_loss(pos, target) + F.mse_loss(neg, blank.expand_as(neg))
+                parts = pos.split([len(images) for images, _ in groups])
+                loss = loss + cfg.w_consistency * sum(consistency(part, cfg) for part in parts) / len(parts)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
     extractor.eval()
 
 

@@ -152,7 +152,7 @@ def random_mask_hook(ratio: float, period: int, seed: int):
             start = 0
             for w, size in zip(weights, sizes, strict=True):
                 local = chosen[(chosen >= start) & (chosen < start + size)] - start
-                w.view(-1)[local] = 0.0
+                w[torch.unravel_index(local, w.shape)] = 0.0  # flat indices in w's logical order, any layout
                 start += size
 
     return hook
