@@ -245,7 +245,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
                     model(x[i : i + batch_size].to(device)).clamp(0, 1).float().cpu()
                     for i in range(0, len(x), batch_size)
                 ])  # fmt: skip
-        return torch.cat([model(x[i : i + batch_size]).clamp(0, 1) for i in range(0, len(x), batch_size)])
+        with channels_last_training(model if isinstance(model, nn.Module) else None):  # faster CPU convolutions
+            # outputs back in the default layout, as callers expect of an image batch
+            return torch.cat([
+                model(x[i : i + batch_size]).clamp(0, 1).contiguous() for i in range(0, len(x), batch_size)
+            ])  # fmt: skip
     finally:
         if isinstance(model, nn.Module):
             model.train(was_training)
