@@ -92,17 +92,15 @@ def match_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tens
 def noise_attraction(encoder: nn.Module, x: torch.Tensor, keys: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
     """Per candidate key: how far random sign perturbations of norm ``eps`` move ``encoder``'s
     features of ``x`` towards the key's (mean cosine gain over 3 seeded patterns)."""
+    from ownmark.models.encoder import encode  # eval mode, batched, channels-last convolutions on the CPU
+
     g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM, 1))
-    was_training = encoder.training
-    encoder.eval()
-    with torch.no_grad():
-        k = F.normalize(torch.cat([encoder(part) for part in keys.split(512)]), dim=1)
-        clean = F.normalize(encoder(x), dim=1) @ k.T
-        gains = []
-        for _ in range(3):
-            r = (torch.randint(0, 2, x.shape[1:], generator=g).float() * 2 - 1) * eps
-            gains.append((F.normalize(encoder((x + r).clamp(0, 1)), dim=1) @ k.T - clean).mean(0))
-    encoder.train(was_training)
+    k = F.normalize(encode(encoder, keys), dim=1)
+    clean = F.normalize(encode(encoder, x), dim=1) @ k.T
+    gains = []
+    for _ in range(3):
+        r = (torch.randint(0, 2, x.shape[1:], generator=g).float() * 2 - 1) * eps
+        gains.append((F.normalize(encode(encoder, (x + r).clamp(0, 1)), dim=1) @ k.T - clean).mean(0))
     return torch.stack(gains).mean(0)
 
 
