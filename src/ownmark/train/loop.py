@@ -428,7 +428,8 @@ def fit(
     batches = Batches.of(data, fabric.device)
     with (
         _progress(engine.progress, config.epochs - start_epoch, steps_per_epoch) as advance,
-        channels_last_training(model, device=fabric.device),
+        # one process only: under DDP the reducer has laid out its gradient buckets for the default layout
+        channels_last_training(model if fabric.world_size == 1 else None, device=fabric.device),
     ):
         for epoch in range(start_epoch, config.epochs):
             for group in foptimizer.param_groups:
