@@ -16,10 +16,10 @@ demo: $(STAMP)
 	$(BIN)/ownmark demo --out report
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu' -n 2 --dist loadfile --durations=25
+	$(BIN)/python -m pytest -q -m 'not gpu' -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu and not slow' -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -m 'not gpu and not slow' -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(BIN)/ownmark bench perf --out BENCHMARKS.md

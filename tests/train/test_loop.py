@@ -236,19 +236,47 @@ class _UserBlock(nn.Module):
         return self.conv(x).view(len(x), -1)
 
 
-def test_channels_last_training_applies_to_library_conv_nets_on_the_cpu_only() -> None:
-    from ownmark.train import channels_last_training
+def test_cpu_channels_last_applies_to_library_conv_nets_on_the_cpu_only() -> None:
+    from ownmark.models import cpu_channels_last
 
     net, user, dense = initial_model(), _UserBlock(), nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
     before = copy.deepcopy(net)
     convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with channels_last_training(net, user, dense, None):
+    with cpu_channels_last(net, user, dense, None):
         assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
         assert user.conv.weight.is_contiguous()  # the user's module keeps the default layout
         assert user(torch.rand(2, 3, 5, 5)).shape == (2, 36)
     assert all(w.is_contiguous() for w in convs) and same_weights(net, before)  # back, values unchanged
-    with channels_last_training(net, device="cuda"):  # a GPU run is left to the engine (no GPU needed here)
-        assert all(w.is_contiguous() for w in convs)
+    with cpu_channels_last(net, device="cuda") as switched:  # a GPU run is left to the engine (no GPU needed)
+        assert not switched and all(w.is_contiguous() for w in convs)
+    with cpu_channels_last(user) as switched:
+        assert not switched  # the caller keeps its images in the default layout too
+
+
+def test_inference_answers_for_a_users_module_that_views_its_activations() -> None:
+    """Batched inference (predict_logits / encode: every verification) once switched any CPU conv net to
+    channels-last, and a user's module that flattens with .view failed ("view size is not compatible")."""
+    from ownmark.train import predict_logits
+
+    user, x = _UserBlock(), torch.rand(6, 3, 5, 5)
+    with torch.no_grad():
+        expected = user(x)
+    assert torch.equal(predict_logits(user, x, batch_size=4), expected)  # the default layout: the same bits
+
+
+def test_an_evaluation_inside_a_channels_last_block_keeps_the_blocks_layout() -> None:
+    from ownmark.models import cpu_channels_last, encode
+
+    net = initial_model()
+    convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+    x = torch.rand(5, 3, 16, 16)
+    plain = encode(net, x)
+    assert all(w.is_contiguous() for w in convs)
+    with cpu_channels_last(net):
+        inner = encode(net, x)  # as fit's validation does inside the training block
+        assert all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    assert all(w.is_contiguous() for w in convs)
+    assert torch.allclose(inner, plain, atol=1e-5)
 
 
 def test_fcw_masking_zeroes_the_same_weights_in_either_layout() -> None:

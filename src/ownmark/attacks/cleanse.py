@@ -34,7 +34,8 @@ from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_in_range, require_positive
 from ownmark.models.injected import fit_loss
-from ownmark.train import Engine, channels_last_training, fit, key_seed
+from ownmark.models.layout import cpu_channels_last
+from ownmark.train import Engine, fit, key_seed
 
 CLEANSE_STREAM = 0x434C4E53
 
@@ -78,7 +79,7 @@ def reverse_engineer_all(model: nn.Module, data: ImageSet, cfg: NeuralCleanseCon
     frozen = copy.deepcopy(model).eval()
     for param in frozen.parameters():
         param.requires_grad_(False)
-    with channels_last_training(frozen):  # the searches backpropagate through its convolutions (a copy)
+    with cpu_channels_last(frozen):  # the searches backpropagate through its convolutions (a copy)
         return [reverse_engineer(frozen, data, t, cfg, seed) for t in range(data.num_classes)]
 
 

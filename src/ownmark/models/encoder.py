@@ -18,6 +18,7 @@ from torch import nn
 
 from ownmark.errors import ConfigError, KeyMismatchError
 from ownmark.models.classifier import _Block, build_classifier
+from ownmark.models.layout import cpu_channels_last
 from ownmark.models.store import load_model
 from ownmark.registry import Registry
 
@@ -142,11 +143,12 @@ def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
     """Outputs (features, logits) of ``x`` (N, C, H, W) in eval mode without gradients, batched;
     the model's mode is restored. Inside :func:`inference_on` the model answers on that device.
 
-    On the CPU, a convolutional model answers in the channels-last memory layout (its convolution
-    weights and the images, for the call only: the weights are back in their layout, with the same
-    values, on return), which runs the convolutions of this project's networks 2-2.5x faster here (cnn2,
-    batch 50: 0.65 s vs 1.6 s per 5,050 images, one thread). Outputs agree with the default layout to
-    float rounding (|diff| ~ 1e-7), the same order as a change of thread count."""
+    On the CPU, a convolutional model built from library modules answers in the channels-last memory
+    layout (its weights and the images, for the call only, through :func:`ownmark.models.cpu_channels_last`),
+    which runs the convolutions of this project's networks 2-2.5x faster here (cnn2, batch 50: 0.65 s vs
+    1.6 s per 5,050 images, one thread). Outputs agree with the default layout to float rounding
+    (|diff| ~ 1e-7), the same order as a change of thread count. A user's own module answers in the
+    default layout (it may ``.view`` an activation)."""
     with on_inference_device(encoder) as device:
         if device is not None:
             was_training = encoder.training
@@ -160,31 +162,14 @@ def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
                 encoder.train(was_training)
     was_training = encoder.training
     encoder.eval()
-    convs = _channels_last_convs(encoder, x)
-    if convs:
-        x = x.to(memory_format=torch.channels_last)
+    module = encoder if isinstance(encoder, nn.Module) and x.dim() == 4 else None
     try:
-        return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        with cpu_channels_last(module, device=x.device) as switched:
+            if switched:
+                x = x.to(memory_format=torch.channels_last)
+            return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         encoder.train(was_training)
-        for conv in convs:
-            conv.weight.data = conv.weight.data.clone(memory_format=torch.contiguous_format)
-
-
-def _channels_last_convs(model: nn.Module, x: torch.Tensor) -> list[nn.Conv2d]:
-    """Switch the 2-d convolutions of a CPU model to channels-last weights for one batched forward; the
-    switched layers, whose weights the caller makes contiguous again (none when the model or the input
-    lives elsewhere, or a weight is in another layout already)."""
-    if x.dim() != 4 or x.device.type != "cpu" or not isinstance(model, nn.Module):
-        return []
-    convs = [m for m in model.modules()
-             if type(m) is nn.Conv2d and type(m.weight) is nn.Parameter and m.weight.device.type == "cpu"]  # fmt: skip
-    if not convs or not all(m.weight.is_contiguous() for m in convs):
-        return []
-    for conv in convs:
-        # .to, not .contiguous: with one input channel only .to sets the strides the fast kernels look for
-        conv.weight.data = conv.weight.data.to(memory_format=torch.channels_last)
-    return convs
 
 
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:

@@ -29,12 +29,12 @@ from ownmark.errors import (
 )
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
+from ownmark.models.layout import cpu_channels_last
 from ownmark.train.loop import (
     Batches,
     Engine,
     TrainResult,
     _fabric,
-    channels_last_training,
     cpu_seeded,
     key_seed,
     optimizer_state_to,
@@ -169,7 +169,7 @@ def fit_i2i(
     result, n = TrainResult(), len(x)
     batches = Batches([x, y], fabric.device)  # resident on an accelerator when it fits
     fmodel.train()
-    with channels_last_training(model, disc, device=fabric.device):
+    with cpu_channels_last(model, disc, device=fabric.device):
         for epoch in range(start, config.epochs):
             t0, total = time.perf_counter(), 0.0
             order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
@@ -245,7 +245,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.T
                     model(x[i : i + batch_size].to(device)).clamp(0, 1).float().cpu()
                     for i in range(0, len(x), batch_size)
                 ])  # fmt: skip
-        with channels_last_training(model if isinstance(model, nn.Module) else None):  # faster CPU convolutions
+        with cpu_channels_last(model if isinstance(model, nn.Module) else None):  # faster CPU convolutions
             # outputs back in the default layout, as callers expect of an image batch
             return torch.cat([
                 model(x[i : i + batch_size]).clamp(0, 1).contiguous() for i in range(0, len(x), batch_size)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, IntegrityError, require_choice, require_non_negative, require_positive
 from ownmark.io import load_checkpoint, save_checkpoint
+from ownmark.models.layout import cpu_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -138,51 +139,6 @@ def cpu_seeded(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
-
-
-# module classes from these packages keep their activations layout-agnostic (no .view of a conv output)
-_LAYOUT_SAFE = ("torch.", "torchvision.", "timm.", "ownmark.", "lightly.", "kornia.")
-
-
-@contextmanager
-def channels_last_training(*models: nn.Module | None, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Train the 2-d convolution weights of ``models`` in the channels-last layout for the block, then put
-    them back in the default layout (the same values; later inference and saving see the usual tensors).
-
-    On the CPU the oneDNN convolution kernels run channels-last faster: measured on this project's 2-core
-    CPU, one thread, batch 64, a training step (forward, backward, SGD) of conv4 33.6 -> 29.0 ms, cnn2
-    54 -> 35 ms, resnet-s 106 -> 76 ms, the 32-px UNet 172-188 -> 132-148 ms, encdec 209-231 -> 166 ms (lenet
-    7.3 -> 7.6 ms, too small to gain). Only the weights change layout; the input batches stay as they are
-    and each convolution's output follows its weight. Kernels that sum in another order give other last
-    bits than the default layout, so runs are reproducible (and resume bit-identically) in this layout, not
-    bit-identical to the same run in the default one. Applied on the CPU only (on a GPU channels-last pays
-    with mixed precision and is left to the engine), and only to models whose module classes all come from
-    torch, torchvision, timm, lightly, kornia or ownmark: a user's own module may ``.view`` an activation,
-    which a channels-last tensor refuses.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
-        >>> with channels_last_training(net):
-        ...     net[0].weight.is_contiguous(memory_format=torch.channels_last)
-        True
-        >>> net[0].weight.is_contiguous()
-        True
-    """
-    chosen = [m for m in models if m is not None and _channels_last_ok(m)] if torch.device(device).type == "cpu" else []
-    for m in chosen:
-        m.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        for m in chosen:
-            m.to(memory_format=torch.contiguous_format)
-
-
-def _channels_last_ok(model: nn.Module) -> bool:
-    mods = list(model.modules())
-    return any(isinstance(m, nn.Conv2d) for m in mods) and all(
-        type(m).__module__.startswith(_LAYOUT_SAFE) for m in mods
-    )
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -429,7 +385,7 @@ def fit(
     with (
         _progress(engine.progress, config.epochs - start_epoch, steps_per_epoch) as advance,
         # one process only: under DDP the reducer has laid out its gradient buckets for the default layout
-        channels_last_training(model if fabric.world_size == 1 else None, device=fabric.device),
+        cpu_channels_last(model if fabric.world_size == 1 else None, device=fabric.device),
     ):
         for epoch in range(start_epoch, config.epochs):
             for group in foptimizer.param_groups:

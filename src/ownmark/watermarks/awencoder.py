@@ -83,7 +83,8 @@ from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, KeyMismatchError, require_choice, require_in_range, require_positive
 from ownmark.models.encoder import encode, engine_device, reestimate_batchnorm
-from ownmark.train import Engine, TrainConfig, channels_last_training, fit, key_seed
+from ownmark.models.layout import cpu_channels_last
+from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.train.ssl import VIEW_STREAM, SSLConfig, SSLModel, augmenter, keyed_views, ssl_model, two_views
 from ownmark.verify.encoder import (
     candidate_effects,
@@ -395,7 +396,7 @@ class AWEncoder:
                 m.train()  # the joint module's train() keeps batch norm in eval mode
 
         train_cfg = TrainConfig(cfg.epochs, cfg.batch_size, cfg.lr, "adam", weight_decay=cfg.ssl.weight_decay)
-        with channels_last_training(clean, device=engine_device(engine.accelerator)):  # as fit trains the joint model
+        with cpu_channels_last(clean, device=engine_device(engine.accelerator)):  # as fit trains the joint model
             fit(joint, indexed, train_cfg, seed=key_seed(seed, MARK_STREAM), engine=engine, checkpoint=checkpoint,
                 resume=resume, step_hook=step_hook, loss=loss)  # fmt: skip
         if refresh:

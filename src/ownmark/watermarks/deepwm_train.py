@@ -19,9 +19,9 @@ from torch.nn import functional as F
 
 from ownmark.errors import ConfigError, ShapeError
 from ownmark.models.image2image import BarrierModel, PatchDiscriminator, build_i2i
+from ownmark.models.layout import cpu_channels_last
 from ownmark.train import key_seed
 from ownmark.train.image2image import I2ITrainConfig, discriminator_loss, fit_i2i, predict, seeded
-from ownmark.train.loop import channels_last_training
 from ownmark.verify.metrics import bits_image
 from ownmark.watermarks.deepwm_config import DeepWMConfig
 
@@ -109,7 +109,7 @@ def joint_training(
     barrier.embedder.train()
     extractor.train()
     losses = []
-    with channels_last_training(barrier.embedder, extractor, disc):
+    with cpu_channels_last(barrier.embedder, extractor, disc):
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(a), generator=torch.Generator().manual_seed(key_seed(seed, epoch, 4)))
             total, w_fidelity = 0.0, fidelity_weight(cfg, epoch)
@@ -252,7 +252,7 @@ def fit_extractor(
     channels = blank.shape[0]
     opt = torch.optim.Adam(extractor.parameters(), lr=lr, betas=(0.5, 0.999))
     extractor.train()
-    with channels_last_training(extractor):
+    with cpu_channels_last(extractor):
         for epoch in range(epochs):
             g = torch.Generator().manual_seed(key_seed(seed, epoch, stream))
             order = torch.randperm(len(negatives), generator=g)

@@ -28,7 +28,8 @@ from ownmark.bench.report.benchmarks import machine
 from ownmark.data import ImageSet
 from ownmark.families.classifier import Context, train_model
 from ownmark.models import ModelSpec
-from ownmark.train import Engine, TrainConfig, channels_last_training, fit, key_seed, make_optimizer
+from ownmark.models.layout import cpu_channels_last
+from ownmark.train import Engine, TrainConfig, fit, key_seed, make_optimizer
 from ownmark.verify import LabelOracle, min_queries, sequential_verify
 from ownmark.watermarks.fcw import FCW, FCWConfig
 
@@ -56,7 +57,7 @@ def bare_fit(
     optimizer = make_optimizer(model, config)
     model.train()
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with channels_last_training(model, device=dev):  # the layout fit trains in: what is timed is the loop
+    with cpu_channels_last(model, device=dev):  # the layout fit trains in: what is timed is the loop
         for epoch in range(config.epochs):
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, epoch))).to(dev)
             for i in range(0, len(order), config.batch_size):
