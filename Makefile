@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ownmark demo --out report
 
+# PYTHONDONTWRITEBYTECODE= : cache compiled modules even where the environment turns that off (the test
+# run starts many Python processes: xdist workers, bench executors, CLI subprocesses; each would compile
+# every ownmark module again)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu' -n 2 --dist loadfile --no-loadscope-reorder --durations=25
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -m 'not gpu' -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m 'not gpu and not slow' -n 2 --dist loadfile --no-loadscope-reorder
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -m 'not gpu and not slow' -n 2 --dist loadfile --no-loadscope-reorder
 
 bench: $(STAMP)
 	$(BIN)/ownmark bench perf --out BENCHMARKS.md

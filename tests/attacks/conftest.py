@@ -35,12 +35,17 @@ def toy_victim() -> nn.Module:
 
 
 @pytest.fixture(scope="session")
-def mnist_model(mnist_splits) -> nn.Module:
-    """A cnn2 trained 4 epochs on mnist5k's owner part (0.942 on the test part, seed 0)."""
-    torch.manual_seed(0)
-    model = ModelSpec("cnn2", 1, 10, 28).build()
-    fit(model, mnist_splits.owner, TrainConfig(epochs=4, batch_size=128, lr=0.05), seed=0)
-    return model.eval()
+def mnist_model(mnist_splits, shared) -> nn.Module:
+    """A cnn2 trained 4 epochs on mnist5k's owner part (0.942 on the test part, seed 0), trained once per
+    test run. Tests must not change it."""
+
+    def build():
+        torch.manual_seed(0)
+        model = ModelSpec("cnn2", 1, 10, 28).build()
+        fit(model, mnist_splits.owner, TrainConfig(epochs=4, batch_size=128, lr=0.05), seed=0)
+        return {"model": model}
+
+    return shared("attacks-mnist-model", build)["model"]
 
 
 @pytest.fixture(scope="session")
