@@ -395,3 +395,22 @@ def test_purifier_sized_to_the_budget_weakens_but_does_not_remove_the_mark(marke
     assert ev.details["effect"] <= 0.06 and decide(ev, 0.01).owned, ev.details
     acc, acc_marked = linear_probe(purified, *probe).accuracy, linear_probe(encoder, *probe).accuracy
     assert acc >= acc_marked - 0.03, (acc, acc_marked)
+
+
+def test_photo_patches_and_histogram_matching_equal_their_one_at_a_time_definitions() -> None:
+    """The batched key-image draw (one photo load and resize for every seed) and the O(n) rank in
+    match_histogram give exactly what one call per seed and a double argsort gave."""
+    from ownmark.watermarks.awencoder_trigger import match_histogram, photo_patches
+
+    seeds = [3, 40, 41, 977]
+    batched = photo_patches((1, 28, 28), seeds, 5)
+    assert torch.equal(batched, torch.cat([key_image("photo", (1, 28, 28), s, 5) for s in seeds]))
+    images = (torch.rand(6, 3, 9, 9, generator=torch.Generator().manual_seed(0)) * 8).floor() / 8  # many ties
+    reference = torch.rand(20, 3, 9, 9, generator=torch.Generator().manual_seed(1))
+    expected = torch.empty_like(images)
+    for c in range(3):
+        ref = reference[:, c].flatten().sort().values
+        flat = images[:, c].flatten(1)
+        ranks = flat.argsort(1).argsort(1).float() / (flat.shape[1] - 1)
+        expected[:, c] = ref[(ranks * (len(ref) - 1)).round().long()].view_as(images[:, c])
+    assert torch.equal(match_histogram(images, reference), expected)

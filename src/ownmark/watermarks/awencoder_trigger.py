@@ -66,15 +66,24 @@ def universal_perturbations(
 def key_image(kind: str, shape: tuple[int, ...], seed: int, candidates: int = 1) -> torch.Tensor:
     """The secret key image: a seeded photo patch converted to ``shape`` (``candidates`` > 1: that
     many seeded patches stacked, the first being the single key's), or uniform noise."""
-    g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM))
     if kind == "noise":
-        return torch.rand(shape, generator=g)
+        return torch.rand(shape, generator=torch.Generator().manual_seed(key_seed(seed, KEY_STREAM)))
+    out = photo_patches(shape, [seed], candidates)
+    return out[0] if candidates == 1 else out
+
+
+def photo_patches(shape: tuple[int, ...], seeds: list[int], candidates: int) -> torch.Tensor:
+    """:func:`key_image`'s ``candidates`` photo patches for each of ``seeds`` ((M * candidates, *shape),
+    seed by seed), the photos loaded and converted once for all (the same images as one call per seed:
+    the conversion works image by image)."""
     from ownmark.data import load_dataset, to_image_shape
 
     photos = load_dataset("photos")
-    picks = [int(torch.randint(len(photos), (1,), generator=g)) for _ in range(candidates)]
-    out = to_image_shape(photos.x[picks], tuple(shape))
-    return out[0] if candidates == 1 else out
+    picks = []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(key_seed(seed, KEY_STREAM))
+        picks += [int(torch.randint(len(photos), (1,), generator=g)) for _ in range(candidates)]
+    return to_image_shape(photos.x[picks], tuple(shape))
 
 
 def match_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -84,7 +93,9 @@ def match_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tens
     for c in range(images.shape[1]):
         ref = reference[:, c].flatten().sort().values
         flat = images[:, c].flatten(1)
-        ranks = flat.argsort(1).argsort(1).float() / max(flat.shape[1] - 1, 1)
+        order = flat.argsort(1)  # each pixel's rank: the inverse permutation of the sort order
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(flat.shape[1]).expand_as(order))
+        ranks = ranks.float() / max(flat.shape[1] - 1, 1)
         out[:, c] = ref[(ranks * (len(ref) - 1)).round().long()].view_as(images[:, c])
     return out
 
@@ -128,7 +139,7 @@ def candidate_keys(
     key image and its decoys come from one procedure, at the cost of one pass over ``x``."""
     if kind == "noise":
         return torch.stack([key_image("noise", shape, s) for s in seeds])
-    patches = torch.cat([key_image("photo", shape, s, candidates).reshape(-1, *shape) for s in seeds])
+    patches = photo_patches(shape, seeds, candidates)
     if kind == "matched":
         patches = match_histogram(patches, x)
     patches = patches.view(len(seeds), candidates, *shape)
