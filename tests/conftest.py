@@ -27,10 +27,10 @@ def pytest_collection_modifyitems(config, items):
     The figures only order the files: a stale or missing one changes no result.
     """
     costs = json.loads((Path(__file__).parent / "durations.json").read_text())
-    first: dict[str, int] = {}
-    for i, item in enumerate(items):
-        first.setdefault(item.nodeid.split("::")[0], i)
-    items.sort(key=lambda item: (-costs.get(item.nodeid.split("::")[0], 0), first[item.nodeid.split("::")[0]]))
+    files = [item.nodeid.split("::")[0] for item in items]
+    first = {f: i for i, f in reversed(list(enumerate(files)))}  # each file's first position
+    order = {id(item): (-costs.get(f, 0), first[f]) for item, f in zip(items, files, strict=True)}
+    items.sort(key=lambda item: order[id(item)])
 
 
 @pytest.fixture(scope="module")

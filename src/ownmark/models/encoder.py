@@ -10,7 +10,7 @@ features. Build them through ``ModelSpec(arch, channels, dim, size, family="enco
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -139,9 +139,12 @@ def on_inference_device(model: object) -> Iterator[torch.device | None]:
 
 
 @torch.no_grad()
-def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Outputs (features, logits) of ``x`` (N, C, H, W) in eval mode without gradients, batched;
-    the model's mode is restored. Inside :func:`inference_on` the model answers on that device.
+def encode(
+    encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
+    """Outputs (features, logits, images) of ``x`` (N, C, H, W) in eval mode without gradients, batched;
+    the model's mode is restored (any batch function works too). Inside :func:`inference_on` the model
+    answers on that device.
 
     On the CPU, a convolutional model built from library modules answers in the channels-last memory
     layout (its weights and the images, for the call only, through :func:`ownmark.models.cpu_channels_last`),
@@ -149,27 +152,24 @@ def encode(encoder: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.
     1.6 s per 5,050 images, one thread). Outputs agree with the default layout to float rounding
     (|diff| ~ 1e-7), the same order as a change of thread count. A user's own module answers in the
     default layout (it may ``.view`` an activation)."""
-    with on_inference_device(encoder) as device:
-        if device is not None:
-            was_training = encoder.training
-            encoder.eval()
-            try:
+    module = encoder if isinstance(encoder, nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+    try:
+        with on_inference_device(encoder) as device:
+            if device is not None:
                 return torch.cat([
                     encoder(x[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
                     for i in range(0, len(x), batch_size)
                 ])  # fmt: skip
-            finally:
-                encoder.train(was_training)
-    was_training = encoder.training
-    encoder.eval()
-    module = encoder if isinstance(encoder, nn.Module) and x.dim() == 4 else None
-    try:
-        with cpu_channels_last(module, device=x.device) as switched:
+        with cpu_channels_last(module if x.dim() == 4 else None, device=x.device) as switched:
             if switched:
                 x = x.to(memory_format=torch.channels_last)
             return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
-        encoder.train(was_training)
+        if module is not None:
+            module.train(was_training)
 
 
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:

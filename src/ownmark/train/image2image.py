@@ -30,15 +30,7 @@ from ownmark.errors import (
 from ownmark.io import load_checkpoint, save_checkpoint
 from ownmark.models.image2image import PatchDiscriminator
 from ownmark.models.layout import cpu_channels_last
-from ownmark.train.loop import (
-    Batches,
-    Engine,
-    TrainResult,
-    _fabric,
-    cpu_seeded,
-    key_seed,
-    optimizer_state_to,
-)
+from ownmark.train.loop import Batches, Engine, TrainResult, _fabric, cpu_seeded, key_seed, optimizer_state_to
 
 LOSSES = ("l1", "l2", "l2+gan", "ssim+gan")
 
@@ -229,27 +221,11 @@ def seeded(factory: Callable[[], nn.Module], seed: int, stream: int = 0) -> nn.M
         return factory()
 
 
-@torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Outputs of ``model`` (a module or any batch function) on ``x``, batched, clamped to [0, 1]; inside
-    :func:`ownmark.models.encoder.inference_on` a module answers on that device."""
-    from ownmark.models.encoder import on_inference_device
+    """Outputs of ``model`` (a module or any batch function) on ``x``, batched, clamped to [0, 1], in the
+    default layout: :func:`ownmark.models.encode`'s forward pass (eval mode, no gradients, channels-last
+    convolutions on the CPU; inside :func:`ownmark.models.encoder.inference_on` a module answers on that
+    device)."""
+    from ownmark.models.encoder import encode
 
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        with on_inference_device(model) as device:  # inside inference_on(cuda): on the GPU, outputs back here
-            if device is not None:
-                return torch.cat([
-                    model(x[i : i + batch_size].to(device)).clamp(0, 1).float().cpu()
-                    for i in range(0, len(x), batch_size)
-                ])  # fmt: skip
-        with cpu_channels_last(model if isinstance(model, nn.Module) else None):  # faster CPU convolutions
-            # outputs back in the default layout, as callers expect of an image batch
-            return torch.cat([
-                model(x[i : i + batch_size]).clamp(0, 1).contiguous() for i in range(0, len(x), batch_size)
-            ])  # fmt: skip
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
+    return encode(model, x, batch_size).clamp(0, 1).contiguous()
