@@ -279,6 +279,47 @@ def test_an_evaluation_inside_a_channels_last_block_keeps_the_blocks_layout() ->
     assert torch.allclose(inner, plain, atol=1e-5)
 
 
+def test_a_block_in_another_thread_keeps_the_layout_until_the_last_block_ends() -> None:
+    """The HTTP service answers one model from several threads: a query's weights must not switch back to
+    the default layout mid-forward because a query in another thread ended first."""
+    import threading
+
+    from ownmark.models import cpu_channels_last, encode
+
+    net = initial_model()
+    convs = [m.weight for m in net.modules() if isinstance(m, nn.Conv2d)]
+    inside, leave = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with cpu_channels_last(net):
+            inside.set()
+            leave.wait(30)
+
+    other = threading.Thread(target=first)
+    other.start()
+    assert inside.wait(30)
+    with cpu_channels_last(net) as switched:
+        leave.set()
+        other.join(30)  # the first block has ended
+        assert switched and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert all(w.is_contiguous() for w in convs)
+
+    x = torch.rand(64, 3, 16, 16)
+    alone = encode(net, x, batch_size=8)
+    answers: list[torch.Tensor] = [torch.empty(0)] * 6
+
+    def ask(i: int) -> None:
+        answers[i] = encode(net, x, batch_size=8)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(torch.equal(a, alone) for a in answers)  # every concurrent query: the bits of a query alone
+    assert all(w.is_contiguous() for w in convs)
+
+
 def test_fcw_masking_zeroes_the_same_weights_in_either_layout() -> None:
     from ownmark.watermarks.fcw import random_mask_hook
 

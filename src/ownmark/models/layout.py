@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,8 +11,10 @@ from torch import nn
 
 # module classes from these packages keep their activations layout-agnostic (no .view of a conv output)
 _LAYOUT_SAFE = ("torch.", "torchvision.", "timm.", "ownmark.", "lightly.", "kornia.")
-# ids of the 4-d parameters an enclosing block has switched (alive while it runs): a nested block leaves them
-_SWITCHED: set[int] = set()
+# how many open blocks (nested, or in other threads) hold each 4-d parameter channels-last, by id (a block
+# keeps its parameters alive, so an id is not reused while counted); the first switches it, the last puts it back
+_HOLDERS: dict[int, int] = {}
+_HOLDERS_LOCK = threading.Lock()
 
 
 @contextmanager
@@ -33,8 +36,10 @@ def cpu_channels_last(*models: nn.Module | None, device: torch.device | str = "c
     Applied on the CPU only (on a GPU channels-last pays with mixed precision and is left to the engine),
     and only to models whose module classes all come from torch, torchvision, timm, lightly, kornia or
     ownmark: a user's own module may ``.view`` an activation, which a channels-last tensor refuses, so it
-    runs in the default layout. Blocks nest: weights an enclosing block switched stay switched until it ends
-    (an evaluation inside a training loop keeps the loop's layout).
+    runs in the default layout. Blocks nest and may run at once in several threads (the HTTP service answers
+    one model from a thread pool): a weight stays switched until the last block holding it ends (an
+    evaluation inside a training loop keeps the loop's layout; a query never sees its weights switch back
+    mid-forward because another query ended).
 
     Example:
         >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten())
@@ -46,16 +51,21 @@ def cpu_channels_last(*models: nn.Module | None, device: torch.device | str = "c
     """
     given = [m for m in models if m is not None]
     chosen = [m for m in given if _channels_last_ok(m)] if torch.device(device).type == "cpu" else []
-    mine = list({id(p): p for m in chosen for p in m.parameters() if p.dim() == 4 and id(p) not in _SWITCHED}.values())
-    for p in mine:
-        _relayout(p, torch.channels_last)
-        _SWITCHED.add(id(p))
+    held = list({id(p): p for m in chosen for p in m.parameters() if p.dim() == 4}.values())
+    with _HOLDERS_LOCK:
+        for p in held:
+            if not _HOLDERS.get(id(p)):
+                _relayout(p, torch.channels_last)
+            _HOLDERS[id(p)] = _HOLDERS.get(id(p), 0) + 1
     try:
         yield bool(given) and len(chosen) == len(given)
     finally:
-        for p in mine:
-            _SWITCHED.discard(id(p))
-            _relayout(p, torch.contiguous_format)
+        with _HOLDERS_LOCK:
+            for p in held:
+                if left := _HOLDERS.pop(id(p)) - 1:
+                    _HOLDERS[id(p)] = left
+                else:
+                    _relayout(p, torch.contiguous_format)
 
 
 def _relayout(p: torch.Tensor, layout: torch.memory_format) -> None:
