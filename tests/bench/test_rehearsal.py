@@ -17,11 +17,14 @@ def _lengths(config) -> dict[str, int]:
     """Every training length and query budget of a resolved scheme or attack config."""
     if not is_dataclass(config):
         return {}
-    return {
-        f.name: getattr(config, f.name)
-        for f in fields(config)
-        if (f.name.endswith(("epochs", "steps")) or f.name == "budget") and isinstance(getattr(config, f.name), int)
-    }
+    out: dict[str, int] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):  # a nested config, e.g. enc-ssl's SSL training
+            out |= {f"{f.name}.{k}": v for k, v in _lengths(value).items()}
+        elif (f.name.endswith(("epochs", "steps")) or f.name == "budget") and isinstance(value, int):
+            out[f.name] = value
+    return out
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -97,3 +100,16 @@ def test_a_rehearsal_runs_end_to_end_through_the_cli(tmp_path: Path, one_thread)
     assert all(r["cost_epochs"] == 1 for r in cells if r["attack"] == "ftal")
     manifest = json.loads((tmp_path / "w" / "models" / "fcw-seed3.json").read_text())
     assert manifest["info"]["seed"] == 3
+
+
+def test_a_nested_training_config_shrinks_and_keeps_the_users_other_settings() -> None:
+    """enc-ssl carries its SSL training as a nested config: its epochs shrink, the rest stays the user's."""
+    full = MatrixConfig.from_dict({
+        "name": "nested", "dataset": "digits", "seeds": [0], "schemes": {"awencoder": {}},
+        "attacks": [{"name": "enc-ssl", "set": {"ssl": {"epochs": 5, "batch_size": 64, "temperature": 0.2}}}],
+    })  # fmt: skip
+    ((_, full_ssl),) = full.attack_stages["awencoder", "enc-ssl"]
+    ((_, small_ssl),) = rehearsal(full).attack_stages["awencoder", "enc-ssl"]
+    assert (full_ssl.ssl.epochs, small_ssl.ssl.epochs) == (5, 1)
+    assert (small_ssl.ssl.batch_size, small_ssl.ssl.temperature) == (64, 0.2)
+    assert rehearsal(full).scheme_config("awencoder").ssl.epochs == 1

@@ -370,7 +370,7 @@ def rehearsal(config: MatrixConfig) -> MatrixConfig:
     Same schemes, attacks, architectures, model families and verdicts, on the first seed; a torchvision
     dataset becomes seeded random images of its shape (:func:`ownmark.data.datasets.synthetic_standin`,
     no download); every training length and optimisation loop (a config field named ``*epochs`` or
-    ``*steps``) is 1, milestones are dropped,
+    ``*steps``, in nested configs too, such as ``enc-ssl``'s SSL training) is 1, milestones are dropped,
     query budgets are at most :data:`REHEARSAL_BUDGET`, each sweep keeps its first value, and each family
     keeps few null models (:meth:`ownmark.families.base.Family.rehearse`). Its figures mean nothing: it
     tells whether the run will run (``ownmark bench run --rehearse``).
@@ -413,9 +413,14 @@ def _shrink(config: Any) -> dict[str, Any]:
     """Overrides that make a resolved scheme or attack config as short as it gets (see :func:`rehearsal`)."""
     from dataclasses import fields, is_dataclass
 
+    from ownmark.config import config_dict
+
     out: dict[str, Any] = {}
     for f in fields(config) if is_dataclass(config) else ():
         value = getattr(config, f.name)
+        if is_dataclass(value) and (inner := _shrink(value)):
+            out[f.name] = config_dict(value) | inner  # a nested config (enc-ssl's SSL training), whole: shrunk
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, list, tuple)):
             continue
         if f.name.endswith(("epochs", "steps")) and isinstance(value, int) and value > 1:
