@@ -124,3 +124,34 @@ def test_round_trip_on_the_cpu(family_name: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_round_trip_on_cuda(family_name: str) -> None:
     round_trip(family_name, "cuda")
+
+
+def test_an_inference_device_belongs_to_the_thread_that_set_it() -> None:
+    """Python-API users may verify in several threads: one thread's ``inference_on`` must not move the models
+    another thread runs, and blocks that end out of order across threads leave each thread its own."""
+    import threading
+
+    from ownmark.models.encoder import inference_device
+
+    inside, leave, seen = threading.Event(), threading.Event(), {}
+
+    def other() -> None:
+        with inference_on("meta"):
+            seen["other, inside"] = inference_device()
+            inside.set()
+            leave.wait(30)
+        seen["other, after"] = inference_device()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(30)
+    assert inference_device() is None  # this thread never entered a block
+    with inference_on("meta"), inference_on("cpu"):
+        assert inference_device() is None  # the innermost block: "cpu", where the model is
+        leave.set()
+        thread.join(30)  # the other thread's block ends while this one's are open
+        assert inference_device() is None
+    with inference_on("meta"):
+        assert inference_device() == torch.device("meta")
+    assert inference_device() is None
+    assert seen == {"other, inside": torch.device("meta"), "other, after": None}

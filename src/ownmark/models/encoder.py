@@ -10,6 +10,7 @@ features. Build them through ``ModelSpec(arch, channels, dim, size, family="enco
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,7 +86,11 @@ def load_encoder(path: str | Path, input_shape: tuple[int, ...] | None = None) -
     return model
 
 
-_INFERENCE_DEVICE: list[torch.device] = []  # innermost last; empty: where the model is
+# the innermost inference_on's device, per thread and task (None: where the model is): a block in one
+# thread does not move the models another thread runs, and blocks may end in any order across threads
+_INFERENCE_DEVICE: contextvars.ContextVar[torch.device | None] = contextvars.ContextVar(
+    "ownmark_inference_device", default=None
+)
 
 
 @contextlib.contextmanager
@@ -93,7 +98,8 @@ def inference_on(device: str | torch.device | None) -> Iterator[None]:
     """Run every :func:`encode` (so every verification query, probe feature and utility measurement)
     and image-to-image :func:`~ownmark.train.image2image.predict` inside on ``device``: a CPU model is
     moved there for the call and back, batches are sent there, outputs come back on the CPU. ``None``
-    or ``"cpu"``: where the model is, as without the context.
+    or ``"cpu"``: where the model is, as without the context. The setting belongs to the thread (and
+    asyncio task) that entered the block, and to what it starts with a copy of its context.
 
     Example:
         >>> with inference_on("cpu"):
@@ -103,16 +109,16 @@ def inference_on(device: str | torch.device | None) -> Iterator[None]:
     placed = torch.device(device) if device is not None else None
     if placed is not None and placed.type == "cpu":
         placed = None
-    _INFERENCE_DEVICE.append(placed)
+    token = _INFERENCE_DEVICE.set(placed)
     try:
         yield
     finally:
-        _INFERENCE_DEVICE.pop()
+        _INFERENCE_DEVICE.reset(token)
 
 
 def inference_device() -> torch.device | None:
     """The device :func:`inference_on` set, or None (the model's own)."""
-    return _INFERENCE_DEVICE[-1] if _INFERENCE_DEVICE else None
+    return _INFERENCE_DEVICE.get()
 
 
 def engine_device(accelerator: str) -> torch.device:
