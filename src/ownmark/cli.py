@@ -975,7 +975,7 @@ def bench_perf(
     """Measure the Fabric loop vs bare PyTorch, FCW embedding vs fine-tuning, and verification queries."""
     _outputs((out, "--out", "file"))
     from ownmark.bench.report import publish
-    from ownmark.bench.studies.perf import run_perf
+    from ownmark.bench.studies.perf import run_perf, section_name
     from ownmark.train import Engine
 
     if accelerator == "auto":
@@ -984,7 +984,7 @@ def bench_perf(
         accelerator = "cuda" if torch.cuda.is_available() else "cpu"
     Engine(accelerator=accelerator)  # refuses an unknown one, or cuda where there is no GPU
     text = run_perf(repeats=repeats, accelerator=accelerator, say=lambda m: console.print(f"[dim]{m}[/]"))
-    publish(out, "foundation", text)
+    publish(out, section_name(accelerator), text)  # a GPU run keeps the CPU's section, and the other way round
     console.print(text)
 
 

@@ -33,3 +33,18 @@ def test_loop_rates_and_the_accelerator_section():
     assert images.shape == (3, 32, 32) and images.y.bincount().tolist() == [2] * 10
     text = render([("loop", "1 vs 1", 1.0, ">= 0.95", True)], 1, 64, "cuda")
     assert "tv:resnet18:cifar on 25,600 synthetic 3x32x32 images" in text and "All goals met" in text
+    assert text.startswith("## Foundation on cuda") and "`ownmark bench perf --accelerator cuda`" in text
+
+
+def test_a_gpu_run_writes_its_own_section_beside_the_cpus(tmp_path):
+    """The GPU figures of issue 16 must not replace the CPU's (both are must-holds)."""
+    from ownmark.bench.report import publish
+    from ownmark.bench.studies.perf import section_name
+
+    md = tmp_path / "BENCHMARKS.md"
+    row = [("loop", "1 vs 1", 1.0, ">= 0.95", True)]
+    publish(md, section_name("cpu"), render(row, 1, 64, "cpu"))
+    publish(md, section_name("cuda"), render(row, 1, 64, "cuda"))
+    text = md.read_text()
+    assert "<!-- section:foundation -->" in text and "<!-- section:foundation-cuda -->" in text
+    assert text.count("## Foundation\n") == 1 and text.count("## Foundation on cuda") == 1

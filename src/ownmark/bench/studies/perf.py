@@ -178,6 +178,17 @@ def _row(
     return name, figures, ratio, f"{'>=' if at_least else '<='} {goal}", met
 
 
+def section_name(accelerator: str) -> str:
+    """The BENCHMARKS.md section a run on ``accelerator`` writes: ``foundation`` on the CPU,
+    ``foundation-cuda`` on a GPU, so the figures of either device stay beside the other's.
+
+    Example:
+        >>> section_name("cpu"), section_name("cuda"), section_name("gpu")
+        ('foundation', 'foundation-cuda', 'foundation-cuda')
+    """
+    return "foundation" if accelerator == "cpu" else "foundation-" + ("cuda" if accelerator == "gpu" else accelerator)
+
+
 def render(rows: list[tuple[str, str, float, str, bool]], repeats: int, n: int, accelerator: str = "cpu") -> str:
     where = (
         ""
@@ -186,10 +197,13 @@ def render(rows: list[tuple[str, str, float, str, bool]], repeats: int, n: int, 
         f"synthetic 3x32x32 images, batch {GPU_EPOCH.batch_size}, {GPU_EPOCH.epochs} epochs, the bare loop's data "
         "resident on the device."
     )
+    on_gpu = accelerator != "cpu"
     lines = [
-        "## Foundation",
+        f"## Foundation on {section_name(accelerator).removeprefix('foundation-')}" if on_gpu else "## Foundation",
         "",
-        "Written by `ownmark bench perf` (`make bench`); every figure below comes from one run of it.",
+        f"Written by `ownmark bench perf --accelerator {accelerator}`; every figure below comes from one run of it."
+        if on_gpu
+        else "Written by `ownmark bench perf` (`make bench`); every figure below comes from one run of it.",
         "",
         f"Machine: {machine()}. Data: mnist5k owner split ({n} images), cnn2, batch 128; each timing is the "
         f"median of {repeats} alternated runs.{where}",
