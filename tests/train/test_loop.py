@@ -340,3 +340,39 @@ def test_fit_trains_a_library_net_channels_last_and_hands_it_back_in_the_default
     model = initial_model()
     fit(model, toy_images(), TrainConfig(epochs=1, batch_size=16), seed=0, step_hook=look)
     assert layouts == [True] * 4 and all(p.is_contiguous() for p in model.parameters())
+
+
+DDP_RUN = textwrap.dedent(
+    """
+    import os
+    import torch
+    torch.set_num_threads(1)
+    from ownmark.data.toy import toy_images
+    from ownmark.models import ModelSpec
+    from ownmark.train import Engine, TrainConfig, fit
+    torch.manual_seed(0)
+    model = ModelSpec("cnn2", 3, 4, 16).build()
+    result = fit(model, toy_images(seed=0, n=257), TrainConfig(epochs=2, batch_size=128), seed=0,
+                 engine=Engine(accelerator="cpu", devices=2))
+    total = sum(float(p.double().sum()) for p in model.parameters())
+    with open(f"done-{os.getpid()}.txt", "w") as out:  # a file each: the processes share stdout
+        out.write(f"{result.epochs_run} {result.images} {total!r}")
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_finishes_when_the_data_does_not_split_evenly(tmp_path: Path) -> None:
+    """257 images, 2 processes, batch 128: one process had a batch more and waited forever at the next sync
+    (`--devices 2` hung). Each now draws 129 per epoch (the epoch's first image fills the last row), and the
+    two end with the same weights."""
+    script = tmp_path / "ddp_run.py"  # a file: Fabric starts the second process by running it again
+    script.write_text(DDP_RUN)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    lines = [path.read_text().split() for path in sorted(tmp_path.glob("done-*.txt"))]
+    assert done.returncode == 0 and len(lines) == 2, done.stdout + done.stderr
+    assert all(line[:2] == ["2", "258"] for line in lines)  # 2 epochs of 129 images on each process
+    assert lines[0][2] == lines[1][2]  # DDP kept the processes' weights equal

@@ -393,7 +393,11 @@ def fit(
             fmodel.train()
             order = torch.randperm(n, generator=torch.Generator().manual_seed(key_seed(seed, epoch)))
             if fabric.world_size > 1:
-                order = order[fabric.global_rank :: fabric.world_size]
+                # every process the same number of samples, so the same number of steps (DDP syncs each
+                # one; a process with a batch more waited forever): the epoch's first ones fill the last row
+                world = fabric.world_size
+                pad = order[torch.arange(-n % world) % n]
+                order = torch.cat([order, pad])[fabric.global_rank :: world]
             t0, total, count = time.perf_counter(), 0.0, 0
             for j, (x, y) in enumerate(batches.epoch(order, config.batch_size)):  # on the device
                 step = epoch * steps_per_epoch + j
