@@ -66,6 +66,28 @@ def test_training_on_a_streamed_folder_gives_the_in_memory_weights(digit_folder,
     assert streamed._x is None  # training never loaded the whole set
 
 
+@pytest.mark.parametrize("scheme", ["fcw", "content"])
+def test_embedding_on_a_streamed_folder_reads_only_its_samples_and_gives_the_in_memory_mark(digit_folder, scheme):
+    """Trigger schemes take a few images (fusion sources, trigger sources) with ``read`` and train through
+    the streaming loop: on a set too large for memory they embed without loading it, the same key and
+    weights as in memory."""
+    import ownmark as om
+    from ownmark.train import accuracy
+
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    settings = {"epochs": 1, "batch_size": 16, "triggers_per_batch": 2, "n_embed": 10, "n_verify": 10}
+    torch.manual_seed(0)
+    clean = ModelSpec("cnn2", 1, 3, 28).build()
+    (ma, ka), (mb, kb) = (om.create_scheme(scheme, **settings).embed(clean, d, seed=3) for d in (memory, streamed))
+    assert streamed._x is None  # never loaded whole
+    assert ka.tensors.keys() == kb.tensors.keys()
+    assert all(torch.equal(ka.tensors[k], kb.tensors[k]) for k in ka.tensors) and ka.meta == kb.meta
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert accuracy(ma, streamed) == accuracy(ma, memory) and streamed._x is None
+    assert om.verify(mb, kb).p_value == om.verify(ma, ka).p_value
+
+
 def test_large_folders_stream_and_refuse_to_load_whole(digit_folder, monkeypatch):
     monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.0002")  # 210 KB: the 90 images take 282 KB as float32
     data = load_dataset(f"folder:{digit_folder}")

@@ -75,6 +75,18 @@ class ImageSet:
         c, h, w = self.x.shape[1:]
         return (c, h, w)
 
+    def read(self, idx: torch.Tensor) -> torch.Tensor:
+        """The images at ``idx`` (int positions of any shape), shaped ``(*idx.shape, C, H, W)``. The way to
+        take a few images: a :class:`~ownmark.data.streamed.StreamedImageSet` reads only those from its
+        source, where ``x[idx]`` would load the whole set first.
+
+        Example:
+            >>> data = ImageSet("toy", torch.rand(6, 1, 4, 4), torch.arange(6) % 2, 2)
+            >>> tuple(data.read(torch.tensor([[0, 5], [1, 2]])).shape)
+            (2, 2, 1, 4, 4)
+        """
+        return self.x[idx]
+
     def subset(self, idx: torch.Tensor | Sequence[int]) -> ImageSet:
         """A new ImageSet with the images at ``idx``, in that order; name and num_classes stay.
 

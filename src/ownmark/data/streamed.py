@@ -151,8 +151,13 @@ class StreamedImageSet(ImageSet):
         return len(self) * c * h * w * 4
 
     def read(self, idx: torch.Tensor) -> torch.Tensor:
-        """The images at ``idx`` (positions in this set) as float32 (N, C, H, W) in [0, 1]."""
-        return self.source.read(self.positions[idx])
+        """The images at ``idx`` (positions in this set, any shape) as float32 ``(*idx.shape, C, H, W)`` in
+        [0, 1], read from the source (or taken from memory once :attr:`x` has loaded the set)."""
+        idx = torch.as_tensor(idx, dtype=torch.int64)
+        if self._x is not None:
+            return self._x[idx]
+        flat = self.source.read(self.positions[idx.reshape(-1)])
+        return flat.view(*idx.shape, *flat.shape[1:])
 
     @property
     def x(self) -> torch.Tensor:  # type: ignore[override]

@@ -327,14 +327,14 @@ class TriggerSetBaseline:
         target = self.watermark_label(data, gen)
         idx = self.pick_sources(data, target, gen)
         secret = self.draw(data.shape, gen)
-        x = self.apply(data.x[idx], secret)
+        x = self.apply(data.read(idx), secret)
         decoy_gen = torch.Generator().manual_seed(key_seed(seed, DECOY_STREAM))
         decoys = torch.stack([self.draw(data.shape, decoy_gen) for _ in range(cfg.decoys)])
         n = cfg.n_embed
         y = torch.full((len(idx),), target, dtype=torch.long)
         tensors = {
             "embed_x": x[:n], "embed_y": y[:n], "verify_x": x[n:], "verify_y": y[n:],
-            "embed_index": idx[:n], "verify_index": idx[n:], "verify_source": data.x[idx[n:]],
+            "embed_index": idx[:n], "verify_index": idx[n:], "verify_source": data.read(idx[n:]),
             "pattern": secret, "decoy_patterns": decoys,
         }  # fmt: skip
         return {k: v.clone() for k, v in tensors.items()}, target  # own memory: safetensors refuses shared

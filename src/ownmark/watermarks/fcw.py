@@ -286,9 +286,9 @@ class FCW:
                 idx = idx[torch.randperm(len(idx), generator=gen)]
             embed_idx.append(idx[: cfg.n_embed])
             pool_idx.append(idx[cfg.n_embed : need])
-        pool_x = data.x[torch.stack(pool_idx)]  # (K, m, C, H, W)
+        pool_x = data.read(torch.stack(pool_idx))  # (K, m, C, H, W); a streamed set reads only these
         return {
-            "embed_x": self.fuse(data.x[embed_idx[a]], data.x[embed_idx[b]]),
+            "embed_x": self.fuse(data.read(embed_idx[a]), data.read(embed_idx[b])),
             "embed_y": torch.full((cfg.n_embed,), t, dtype=torch.long),
             "verify_x": self.fuse(pool_x[a], pool_x[b]),
             "verify_y": torch.full((cfg.n_verify,), t, dtype=torch.long),

@@ -376,7 +376,7 @@ class PTYNet:
         gen = torch.Generator().manual_seed(owner_seed)
         secret = self.draw_secret(data.shape, gen)
         probe_gen = torch.Generator().manual_seed(key_seed(seed, _PROBE))
-        probe = data.x[torch.randperm(len(data), generator=probe_gen)[: cfg.n_probe]]
+        probe = data.read(torch.randperm(len(data), generator=probe_gen)[: cfg.n_probe])
         order = torch.randperm(data.num_classes, generator=probe_gen)
         decoy_seeds = [candidate_seed(seed, j) for j in range(1, cfg.n_decoys + 1)]
         labels = [self.candidate_targets(target, s, probe, order, data.num_classes) for s in [owner_seed, *decoy_seeds]]
@@ -391,8 +391,8 @@ class PTYNet:
         index = torch.randperm(len(data), generator=gen)[:need]
         n = cfg.n_embed
         classes = torch.arange(need) % cfg.n_wm
-        embed_x = self.wear(data.x[index[:n]], classes[:n], secret, gen)
-        verify_clean = data.x[index[n:]]
+        embed_x = self.wear(data.read(index[:n]), classes[:n], secret, gen)
+        verify_clean = data.read(index[n:])
         verify_x = self.candidate_samples(owner_seed, verify_clean, classes[n:])
         tensors = {
             "embed_x": embed_x, "embed_y": targets[classes[:n]], "embed_class": classes[:n], "embed_index": index[:n],
@@ -461,7 +461,7 @@ class PTYNet:
             return torch.empty(0, *data.shape)
         gen = torch.Generator().manual_seed(key_seed(seed, _NEGATIVE))
         pool = torch.nonzero(keep).flatten()
-        x = data.x[pool[torch.randint(0, len(pool), (cfg.n_negative,), generator=gen)]]
+        x = data.read(pool[torch.randint(0, len(pool), (cfg.n_negative,), generator=gen)])
         classes = torch.randint(0, cfg.n_wm, (cfg.n_negative,), generator=gen)
         out = torch.empty_like(x)
         for i in range(cfg.n_negative):
@@ -548,7 +548,7 @@ def _answers(oracle: LabelOracle, x: torch.Tensor, batch: int = 4096) -> torch.T
 def _answer_width(target: nn.Module, data: ImageSet) -> int:
     """How many classes ``target`` (in eval mode) answers with; it must match ``data``."""
     try:
-        width = predict_logits(target, data.x[:1]).shape[1]
+        width = predict_logits(target, data.read(torch.arange(1))).shape[1]
     except RuntimeError as err:
         raise ShapeError(
             f"the target cannot take {data.name} images {data.shape} ({str(err).splitlines()[0][:120]}); "
