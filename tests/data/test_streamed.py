@@ -88,6 +88,41 @@ def test_embedding_on_a_streamed_folder_reads_only_its_samples_and_gives_the_in_
     assert om.verify(mb, kb).p_value == om.verify(ma, ka).p_value
 
 
+@pytest.mark.parametrize("trigger", ["secret", "adversarial"])
+def test_awencoder_on_a_streamed_folder_gives_the_in_memory_mark(digit_folder, trigger):
+    """AWEncoder reads its verification images, key-image references, PGD batches and batch-norm images with
+    ``read``, the clean features a few batches at a time, and trains through the streaming loop: the same
+    key and weights as in memory, without loading the set."""
+    from ownmark.watermarks.awencoder import AWEncoder, AWEncoderConfig
+
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    cfg = AWEncoderConfig(trigger=trigger, epochs=1, batch_size=16, pgd_steps=2, pgd_batch=4, n_verify=8, decoys=9,
+                          key_candidates=2, bn_refresh=2)  # fmt: skip
+    torch.manual_seed(0)
+    clean = ModelSpec("conv4", 1, 16, 28, family="encoder").build()
+    (ma, ka), (mb, kb) = (AWEncoder(cfg).embed(clean, d, seed=3) for d in (memory, streamed))
+    assert streamed._x is None  # never loaded whole
+    assert all(torch.equal(ka.tensors[k], kb.tensors[k]) for k in ka.tensors) and ka.meta == kb.meta
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_ptynet_on_a_streamed_folder_gives_the_in_memory_mark(digit_folder):
+    """PTYNet reads its probe, trigger sources and negatives with ``read`` and trains the proprietary net on the
+    owner's images streamed, followed by its samples in memory: the in-memory key and weights, set unloaded."""
+    from ownmark.watermarks.ptynet import PTYNet, PTYNetConfig
+
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    cfg = PTYNetConfig(n_embed=16, n_verify=8, n_probe=16, n_decoys=9, n_negative=16, epochs=2, batch_size=16)
+    torch.manual_seed(0)
+    target = ModelSpec("cnn2", 1, 3, 28).build().eval()
+    (ma, ka), (mb, kb) = (PTYNet(cfg).embed(target, d, seed=3) for d in (memory, streamed))
+    assert streamed._x is None  # never loaded whole
+    assert all(torch.equal(ka.tensors[k], kb.tensors[k]) for k in ka.tensors) and ka.meta == kb.meta
+    for (name, pa), pb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
 def test_large_folders_stream_and_refuse_to_load_whole(digit_folder, monkeypatch):
     monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.0002")  # 210 KB: the 90 images take 282 KB as float32
     data = load_dataset(f"folder:{digit_folder}")

@@ -87,6 +87,28 @@ class ImageSet:
         """
         return self.x[idx]
 
+    def relabel(self, y: torch.Tensor, num_classes: int) -> ImageSet:
+        """The same images (not copied, a streamed set still streamed) with labels ``y`` in [0, num_classes).
+
+        Example:
+            >>> data = ImageSet("toy", torch.rand(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), 2)
+            >>> data.relabel(torch.arange(3), 3).y.tolist()
+            [0, 1, 2]
+        """
+        return ImageSet(self.name, self.x, y, num_classes)
+
+    def extended(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, name: str) -> ImageSet:
+        """This set's images followed by ``x`` (labels ``y``), named ``name``: a training set that adds a
+        few made images to a large one (a streamed set stays streamed; ``x`` is kept in memory).
+
+        Example:
+            >>> data = ImageSet("toy", torch.rand(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), 2)
+            >>> more = data.extended(torch.rand(2, 1, 4, 4), torch.ones(2, dtype=torch.long), 2, "toy+2")
+            >>> len(more), more.y.tolist()
+            (5, [0, 0, 0, 1, 1])
+        """
+        return ImageSet(name, torch.cat([self.x, x]), torch.cat([self.y, y]), num_classes)
+
     def subset(self, idx: torch.Tensor | Sequence[int]) -> ImageSet:
         """A new ImageSet with the images at ``idx``, in that order; name and num_classes stay.
 

@@ -97,6 +97,27 @@ class ArraySource:
         return torch.from_numpy(rows).float().div_(255)
 
 
+class ExtendedSource:
+    """A streamed set's images, then extra images held in memory (:meth:`StreamedImageSet.extended`)."""
+
+    def __init__(self, base: StreamedImageSet, extra: torch.Tensor) -> None:
+        if tuple(extra.shape[1:]) != tuple(base.shape):
+            raise ShapeError(f"extra images must be of the set's shape {base.shape}, got {tuple(extra.shape[1:])}")
+        self.base, self.extra, self.shape = base, extra, base.shape
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.extra)
+
+    def read(self, positions: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(positions), *self.shape)
+        inside = positions < len(self.base)
+        if inside.any():
+            out[inside] = self.base.read(positions[inside])
+        if not inside.all():
+            out[~inside] = self.extra[positions[~inside] - len(self.base)]
+        return out
+
+
 class StreamedImageSet(ImageSet):
     """A labelled image set whose images stay in their source until a batch is read.
 
@@ -172,6 +193,14 @@ class StreamedImageSet(ImageSet):
                 )
             self._x = self.read(torch.arange(len(self)))
         return self._x
+
+    def extended(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, name: str) -> StreamedImageSet:
+        """This set's images, still streamed, followed by ``x`` (in memory) with labels ``y``."""
+        return StreamedImageSet(name, ExtendedSource(self, x), torch.cat([self.y, y]), num_classes)
+
+    def relabel(self, y: torch.Tensor, num_classes: int) -> StreamedImageSet:
+        """The same images, still streamed, with labels ``y`` in [0, num_classes)."""
+        return StreamedImageSet(self.name, self.source, y, num_classes, self.positions)
 
     def subset(self, idx: torch.Tensor | Sequence[int]) -> StreamedImageSet:
         """The images at ``idx``, still streamed (nothing is read)."""

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -176,6 +177,22 @@ def encode(
     finally:
         if module is not None:
             module.train(was_training)
+
+
+def encode_set(
+    encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor], data: Any, batch_size: int = 512
+) -> torch.Tensor:
+    """:func:`encode` of every image of an :class:`~ownmark.data.ImageSet`; a streamed set is read eight
+    batches at a time instead of loaded whole (the same batches, so the same outputs as in memory)."""
+    from ownmark.data.streamed import StreamedImageSet
+
+    if not isinstance(data, StreamedImageSet):
+        return encode(encoder, data.x, batch_size)
+    chunk = 8 * batch_size
+    return torch.cat([
+        encode(encoder, data.read(torch.arange(lo, min(lo + chunk, len(data)))), batch_size)
+        for lo in range(0, len(data), chunk)
+    ])  # fmt: skip
 
 
 def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:

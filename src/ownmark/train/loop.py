@@ -462,12 +462,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> 
 
 def accuracy(model: nn.Module, data: ImageSet, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on ``data`` (a streamed set is read a few batches at a time)."""
-    from ownmark.data.streamed import StreamedImageSet
+    from ownmark.models.encoder import encode_set
 
-    if not isinstance(data, StreamedImageSet):
-        return (predict_logits(model, data.x, batch_size).argmax(1) == data.y).float().mean().item()
-    chunk, right = 8 * batch_size, 0
-    for lo in range(0, len(data), chunk):
-        idx = torch.arange(lo, min(lo + chunk, len(data)))
-        right += int((predict_logits(model, data.read(idx), batch_size).argmax(1) == data.y[idx]).sum())
-    return (torch.tensor(float(right)) / max(len(data), 1)).item()  # float32, as the mean above
+    return (encode_set(model, data, batch_size).argmax(1) == data.y).float().mean().item()

@@ -82,7 +82,7 @@ from torch.nn import functional as F
 from ownmark.core import Evidence, Key
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, KeyMismatchError, require_choice, require_in_range, require_positive
-from ownmark.models.encoder import encode, engine_device, reestimate_batchnorm
+from ownmark.models.encoder import encode, encode_set, engine_device, reestimate_batchnorm
 from ownmark.models.layout import cpu_channels_last
 from ownmark.train import Engine, TrainConfig, fit, key_seed
 from ownmark.train.ssl import VIEW_STREAM, SSLConfig, SSLModel, augmenter, keyed_views, ssl_model, two_views
@@ -307,7 +307,7 @@ class AWEncoder:
             )
         g = torch.Generator().manual_seed(key_seed(seed, SPLIT_STREAM))
         order = torch.randperm(len(data), generator=g)
-        return data.x[order[: cfg.n_verify]], data.subset(order[cfg.n_verify :]), g
+        return data.read(order[: cfg.n_verify]), data.subset(order[cfg.n_verify :]), g
 
     def draw_key(self, model: nn.Module, data: ImageSet, *, seed: int) -> Key:
         """The key ``embed(model, data, seed=seed)`` embeds, drawn without training the marked encoder.
@@ -334,12 +334,13 @@ class AWEncoder:
         n = cfg.decoys + 1
         seeds = [key_seed(seed, CANDIDATE_STREAM, i) for i in range(n)]
         x_keys = candidate_keys(
-            cfg.key_image, clean, train.x[:256], data.shape, seeds, candidates=cfg.key_candidates, eps=cfg.eps,
+            cfg.key_image, clean, train.read(torch.arange(min(256, len(train)))), data.shape, seeds,
+            candidates=cfg.key_candidates, eps=cfg.eps,
             seed=seed,
         )  # fmt: skip
         if cfg.trigger == "adversarial":
             deltas = universal_perturbations(
-                clean, train.x, x_keys, eps=cfg.eps, steps=cfg.pgd_steps, step=cfg.pgd_step, batch=cfg.pgd_batch,
+                clean, train, x_keys, eps=cfg.eps, steps=cfg.pgd_steps, step=cfg.pgd_step, batch=cfg.pgd_batch,
                 seed=seed,
             )  # fmt: skip
         else:
@@ -365,11 +366,11 @@ class AWEncoder:
         x_key, delta = key.tensors["x_key"], key.tensors["delta"]
         marked = copy.deepcopy(model)
         eps = float(delta.abs().max())
-        e0x = encode(clean, train.x)
+        e0x = encode_set(clean, train)
         anchor = encode(clean, x_key[None]) if cfg.anchor == "clean" else None
         joint = _Joint(ssl_model(marked, data.shape, cfg.ssl, seed), x_key, anchor, cfg)
         augment = augmenter(data.shape[0], data.shape[1], crop_scale=cfg.ssl.crop_scale, flip=cfg.ssl.flip)
-        indexed = ImageSet("awencoder", train.x, torch.arange(len(train)), num_classes=len(train))
+        indexed = train.relabel(torch.arange(len(train)), len(train))  # labels: positions of e0x (streams too)
 
         def loss(forward: nn.Module, x: torch.Tensor, idx: torch.Tensor, step: int) -> torch.Tensor:
             v0, v1 = two_views(augment, x, seed, step)
@@ -387,7 +388,7 @@ class AWEncoder:
             return forward(v0, v1, x, xm, e0, xr, e0r)
 
         refresh = cfg.freeze_bn and cfg.bn_refresh > 0
-        bn_images = train.x[torch.randperm(len(train), generator=g)[:1024]] if refresh else None
+        bn_images = train.read(torch.randperm(len(train), generator=g)[:1024]) if refresh else None
 
         def step_hook(m: nn.Module, step: int) -> None:
             m.ssl.momentum_step()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ownmark.data import ImageSet
 from ownmark.train import key_seed
 
 KEY_STREAM, DELTA_STREAM = 0x4B455921, 0x44454C54
@@ -34,18 +35,19 @@ def universal_perturbation(
 
 
 def universal_perturbations(
-    encoder: nn.Module, x: torch.Tensor, x_keys: torch.Tensor, *, eps: float, steps: int, step: float, batch: int,
-    seed: int, chunk_images: int = 1024,
+    encoder: nn.Module, x: torch.Tensor | ImageSet, x_keys: torch.Tensor, *, eps: float, steps: int, step: float,
+    batch: int, seed: int, chunk_images: int = 1024,
 ) -> torch.Tensor:  # fmt: skip
     """One paper delta per key image in ``x_keys`` (M, C, H, W), all M run together: each step draws
-    ``batch`` images of ``x`` per key and takes one signed step on every delta. The same procedure for
-    every key, so an owner's key and its decoys are exchangeable; cost M * steps * batch image passes
-    (forward and backward) through ``encoder``."""
+    ``batch`` images of ``x`` (a tensor, or an ImageSet read a step's images at a time) per key and takes
+    one signed step on every delta. The same procedure for every key, so an owner's key and its decoys are
+    exchangeable; cost M * steps * batch image passes (forward and backward) through ``encoder``."""
+    take, shape = (x.read, x.shape) if isinstance(x, ImageSet) else (x.__getitem__, tuple(x.shape[1:]))
     was_training = encoder.training
     encoder.eval()
     g = torch.Generator().manual_seed(key_seed(seed, DELTA_STREAM))
     m = len(x_keys)
-    deltas = (torch.rand((m, *x.shape[1:]), generator=g) * 2 - 1) * eps
+    deltas = (torch.rand((m, *shape), generator=g) * 2 - 1) * eps
     with torch.no_grad():
         targets = F.normalize(encoder(x_keys), dim=1)
     per_chunk = max(1, chunk_images // batch)
@@ -54,7 +56,7 @@ def universal_perturbations(
         for lo in range(0, m, per_chunk):
             hi = min(m, lo + per_chunk)
             d = deltas[lo:hi].clone().requires_grad_(True)
-            images = (x[idx[lo:hi]] + d[:, None]).clamp(0, 1).flatten(0, 1)
+            images = (take(idx[lo:hi]) + d[:, None]).clamp(0, 1).flatten(0, 1)
             feats = F.normalize(encoder(images), dim=1).view(hi - lo, batch, -1)
             loss = (1 - (feats * targets[lo:hi, None]).sum(-1)).mean(1).sum()
             (grad,) = torch.autograd.grad(loss, d)

@@ -482,14 +482,13 @@ class PTYNet:
         keep = torch.ones(len(data), dtype=torch.bool)
         keep[samples["verify_index"]] = False
         negatives = self.negatives(data, keep, seed=seed)
-        x = torch.cat([data.x[keep], samples["embed_x"], negatives])
-        y = torch.cat([
-            torch.full((int(keep.sum()),), cfg.n_wm), samples["embed_class"], torch.full((len(negatives),), cfg.n_wm),
-        ])  # fmt: skip
+        own = data.subset(torch.nonzero(keep).flatten())  # a streamed set stays streamed
+        own = own.relabel(torch.full((len(own),), cfg.n_wm), cfg.n_wm + 1)
+        y = torch.cat([samples["embed_class"], torch.full((len(negatives),), cfg.n_wm)])
+        train = own.extended(torch.cat([samples["embed_x"], negatives]), y, cfg.n_wm + 1, f"{data.name}+ptynet")
         with cpu_seeded(key_seed(seed, _INIT)):
             proprietary = ModelSpec(cfg.arch, c, cfg.n_wm + 1, h).build()
         hook = augment_hook(seed, cfg.flip, cfg.degrees) if cfg.flip or cfg.degrees > 0 else None
-        train = ImageSet(f"{data.name}+ptynet", x, y, cfg.n_wm + 1)
         fit(proprietary, train, cfg.train_config(), seed=seed, engine=engine, checkpoint=checkpoint, resume=resume,
             batch_hook=hook)  # fmt: skip
         return proprietary
