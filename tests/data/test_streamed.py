@@ -123,6 +123,25 @@ def test_ptynet_on_a_streamed_folder_gives_the_in_memory_mark(digit_folder):
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.parametrize(
+    ("attack", "settings"),
+    [("ftal", {}), ("label-noise", {}), ("transfer", {}), ("weight-shift", {}), ("distill", {"budget": 40})],
+)
+def test_attacks_on_a_streamed_attacker_set_match_the_in_memory_ones(digit_folder, attack, settings):
+    """Attacks that relabel the attacker's data (label noise, transfer tasks, the victim's labels) or take a
+    query budget of it keep a streamed set streamed: the attacked weights of the same set in memory."""
+    import ownmark as om
+
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    torch.manual_seed(0)
+    victim = ModelSpec("cnn2", 1, 3, 28).build().eval()
+    unit = om.create_attack(attack, epochs=1, **settings)
+    (a, _), (b, _) = (unit(victim, d, seed=2) for d in (memory, streamed))
+    assert streamed._x is None  # never loaded whole
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
 def test_large_folders_stream_and_refuse_to_load_whole(digit_folder, monkeypatch):
     monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.0002")  # 210 KB: the 90 images take 282 KB as float32
     data = load_dataset(f"folder:{digit_folder}")

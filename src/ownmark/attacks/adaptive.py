@@ -186,8 +186,7 @@ class TriggerDetect:
         with timed(cost):
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, DETECT_STREAM)))
             cut = max(1, len(data) // 5)
-            held, own = data.x[order[:cut]], ImageSet(data.name, data.x[order[cut:]], data.y[order[cut:]],
-                                                      data.num_classes)  # fmt: skip
+            held, own = data.read(order[:cut]), data.subset(order[cut:])
             drawn = own_triggers(cfg.scheme, model, own, cfg.keys + 1, seed, per_key=True)
             positives, unseen = torch.cat(drawn[:-1]), drawn[-1]  # the last own key only measures the detector
             # as many clean images as triggers (repeated triggers where the thief has more clean images)

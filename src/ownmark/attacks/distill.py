@@ -183,7 +183,7 @@ class Distill:
         with timed(cost):
             # a seeded random choice: the attacker's set may be sorted by class
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, ORDER_STREAM)))
-            x = data.x[order[: min(cfg.budget, len(data))]]
+            x = data.read(order[: min(cfg.budget, len(data))])
             answers = self._ask(query, x, seed)
             cost.queries = len(x) * self.queries_per_image
             targets = soft_targets(answers, cfg.output, cfg.temperature)

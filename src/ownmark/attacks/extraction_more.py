@@ -194,7 +194,7 @@ class AdvExtract(Distill):
         cost = Cost()
         with timed(cost):
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(key_seed(seed, SEED_STREAM)))
-            x = data.x[order[: min(cfg.seed_size, len(data))]]
+            x = data.read(order[: min(cfg.seed_size, len(data))])
             answers = self._ask(query, x)
             surrogate = fresh_surrogate(self._surrogate_spec(spec, data, answers), seed)
             budget, rounds_run = cfg.budget, 0

@@ -81,7 +81,7 @@ def noisy_labels(data: ImageSet, share: float, seed: int) -> ImageSet:
     shift = torch.randint(1, data.num_classes, (count,), generator=g)  # never the true class
     y = data.y.clone()
     y[idx] = (y[idx] + shift) % data.num_classes
-    return ImageSet(data.name, data.x, y, data.num_classes)
+    return data.relabel(y, data.num_classes)
 
 
 class _LabelFineTune:

@@ -96,11 +96,11 @@ def relabel(data: ImageSet, labels: str, seed: int) -> ImageSet:
     """
     k = data.num_classes
     if labels == "parity":
-        return ImageSet(data.name, data.x, data.y % 2, min(k, 2))
+        return data.relabel(data.y % 2, min(k, 2))
     if labels == "pairs":
-        return ImageSet(data.name, data.x, data.y // 2, math.ceil(k / 2))
+        return data.relabel(data.y // 2, math.ceil(k / 2))
     perm = torch.randperm(k, generator=torch.Generator().manual_seed(key_seed(seed, TRANSFER_STREAM, 1)))
-    return ImageSet(data.name, data.x, perm[data.y], k)
+    return data.relabel(perm[data.y], k)
 
 
 class _Reheaded(nn.Module):
@@ -318,8 +318,8 @@ class NeuralLaundering:
         attacked.eval()
         flagged: list[torch.Tensor] | None = None
         for trigger in triggers:
-            others = data.x[data.y != trigger.target]
-            x = others[torch.randperm(len(others), generator=g)[: cfg.probe]]
+            others = torch.nonzero(data.y != trigger.target).flatten()
+            x = data.read(others[torch.randperm(len(others), generator=g)[: cfg.probe]])
             scores = launder_scores(attacked, layers, x, trigger)
             above = [s > (cfg.conv_threshold if isinstance(m, nn.Conv2d) else cfg.dense_threshold)
                      for m, s in zip(layers, scores, strict=True)]  # fmt: skip
@@ -339,7 +339,7 @@ class NeuralLaundering:
             return data
         g = torch.Generator().manual_seed(key_seed(seed, LAUNDER_STREAM, 2))
         idx = torch.randperm(len(data), generator=g)[:count]
-        copies = data.x[idx].clone()
+        copies = data.read(idx).clone()
         for j, trigger in enumerate(triggers):
             copies[j :: len(triggers)] = trigger.stamp(copies[j :: len(triggers)])
-        return ImageSet(data.name, torch.cat([data.x, copies]), torch.cat([data.y, data.y[idx]]), data.num_classes)
+        return data.extended(copies, data.y[idx], data.num_classes, data.name)

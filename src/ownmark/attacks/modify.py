@@ -40,8 +40,9 @@ from ownmark.config import Preset
 from ownmark.core import Cost
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, require_choice, require_non_negative, require_positive
+from ownmark.models.encoder import encode_set
 from ownmark.models.injected import fit_loss
-from ownmark.train import Engine, fit, key_seed, predict_logits
+from ownmark.train import Engine, fit, key_seed
 
 SHIFT_STREAM, ADV_STREAM = 0x53484654, 0x41445654
 SOK = "Lukas et al. 2022 (arXiv:2108.04974), CIFAR-10 configuration"
@@ -51,8 +52,7 @@ def victim_labelled(model: nn.Module, data: ImageSet, labels: str) -> ImageSet:
     """``data`` labelled by the victim's answers (``victim``) or as it is (``true``)."""
     if labels == "true":
         return data
-    y = predict_logits(model, data.x).argmax(1)
-    return ImageSet(data.name, data.x, y, data.num_classes)
+    return data.relabel(encode_set(model, data).argmax(1), data.num_classes)
 
 
 @dataclass(frozen=True)
