@@ -142,6 +142,21 @@ def test_attacks_on_a_streamed_attacker_set_match_the_in_memory_ones(digit_folde
         assert torch.equal(pa, pb), name
 
 
+def test_probes_on_streamed_parts_read_a_few_batches_at_a_time(digit_folder):
+    """The linear and k-NN probes (an encoder's utility, AWEncoder's black-box verdict) take features
+    batch by batch: the in-memory accuracy, the parts never loaded."""
+    from ownmark.train.probe import knn_accuracy, linear_probe
+
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    torch.manual_seed(0)
+    encoder = ModelSpec("conv4", 1, 16, 28, family="encoder").build().eval()
+    a, b = make_splits(memory, seed=1), make_splits(streamed, seed=1)
+    pa, pb = (linear_probe(encoder, s.attacker, s.test, steps=30) for s in (a, b))
+    assert pa.accuracy == pb.accuracy and torch.equal(pa.classifier.linear.weight, pb.classifier.linear.weight)
+    assert knn_accuracy(encoder, a.attacker, a.test, k=5) == knn_accuracy(encoder, b.attacker, b.test, k=5)
+    assert b.attacker._x is None and b.test._x is None
+
+
 def test_large_folders_stream_and_refuse_to_load_whole(digit_folder, monkeypatch):
     monkeypatch.setenv("OWNMARK_IN_MEMORY_GB", "0.0002")  # 210 KB: the 90 images take 282 KB as float32
     data = load_dataset(f"folder:{digit_folder}")

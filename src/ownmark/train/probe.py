@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ownmark.data import ImageSet
 from ownmark.errors import ConfigError, ShapeError
-from ownmark.models.encoder import encode
+from ownmark.models.encoder import encode_set
 from ownmark.train.loop import cpu_seeded, key_seed
 
 PROBE_STREAM, SHOT_STREAM = 0x50524F42, 0x53484F54
@@ -90,7 +90,7 @@ def linear_probe(
         raise ShapeError(f"probe train {train!r} and test {test!r} must have the same image shape and classes")
     if shots is not None:
         train = few_shot(train, shots, seed)
-    feats = encode(encoder, train.x)
+    feats = encode_set(encoder, train)  # a streamed set: a few batches at a time
     if feats.ndim != 2:
         raise ConfigError(f"an encoder must return (N, D) features, got {tuple(feats.shape)}")
     mean = feats.mean(0)
@@ -108,7 +108,7 @@ def linear_probe(
         opt.step()
     classifier = Downstream(encoder, mean, std, linear).eval()
     with torch.no_grad():
-        acc = (classifier.linear((encode(encoder, test.x) - mean) / std).argmax(1) == test.y).float().mean().item()
+        acc = (classifier.linear((encode_set(encoder, test) - mean) / std).argmax(1) == test.y).float().mean().item()
     return ProbeResult(acc, classifier, len(train))
 
 
@@ -116,8 +116,8 @@ def knn_accuracy(encoder: nn.Module, train: ImageSet, test: ImageSet, *, k: int 
     """Accuracy of a k-nearest-neighbour vote (cosine similarity) on frozen features."""
     if k < 1:
         raise ConfigError(f"knn_accuracy k must be a positive int, got {k!r}")
-    bank = F.normalize(encode(encoder, train.x), dim=1)
-    query = F.normalize(encode(encoder, test.x), dim=1)
+    bank = F.normalize(encode_set(encoder, train), dim=1)
+    query = F.normalize(encode_set(encoder, test), dim=1)
     nearest = (query @ bank.T).topk(min(k, len(bank)), dim=1).indices
     votes = F.one_hot(train.y[nearest], train.num_classes).sum(1)
     return (votes.argmax(1) == test.y).float().mean().item()
