@@ -20,7 +20,7 @@ from ownmark import cli
 from ownmark.data import StreamedImageSet, load_dataset, load_image_folder, make_splits
 from ownmark.data.datasets import mnist5k
 from ownmark.data.external import load_torchvision
-from ownmark.errors import ConfigError
+from ownmark.errors import ConfigError, ShapeError
 from ownmark.models import ModelSpec
 from ownmark.train import TrainConfig, fit
 
@@ -64,6 +64,20 @@ def test_training_on_a_streamed_folder_gives_the_in_memory_weights(digit_folder,
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
     assert streamed._x is None  # training never loaded the whole set
+
+
+def test_read_takes_positions_of_any_shape_or_a_mask_as_x_does(digit_folder):
+    memory, streamed = load_image_folder(digit_folder, stream=False), load_image_folder(digit_folder, stream=True)
+    mask = memory.y == 1
+    for idx in (torch.tensor([[0, 89], [5, 5]]), torch.tensor([7]), mask, torch.arange(0)):
+        assert torch.equal(streamed.read(idx), memory.x[idx]) and torch.equal(memory.read(idx), memory.x[idx])
+    assert streamed._x is None
+    more = streamed.extended(torch.zeros(2, 1, 28, 28), torch.tensor([2, 0]), 3, "digits+2")
+    assert len(more) == 92 and more.y[-2:].tolist() == [2, 0]
+    assert torch.equal(more.read(torch.tensor([91, 3, 90])), torch.cat([torch.zeros(1, 1, 28, 28), memory.x[3:4],
+                                                                        torch.zeros(1, 1, 28, 28)]))  # fmt: skip
+    with pytest.raises(ShapeError, match="extra images must be of the set's shape"):
+        streamed.extended(torch.zeros(1, 3, 28, 28), torch.tensor([0]), 3, "bad")
 
 
 @pytest.mark.parametrize("scheme", ["fcw", "content"])

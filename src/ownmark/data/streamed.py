@@ -174,9 +174,12 @@ class StreamedImageSet(ImageSet):
     def read(self, idx: torch.Tensor) -> torch.Tensor:
         """The images at ``idx`` (positions in this set, any shape) as float32 ``(*idx.shape, C, H, W)`` in
         [0, 1], read from the source (or taken from memory once :attr:`x` has loaded the set)."""
-        idx = torch.as_tensor(idx, dtype=torch.int64)
+        idx = torch.as_tensor(idx)
+        idx = torch.nonzero(idx).flatten() if idx.dtype == torch.bool else idx.long()  # a mask, as x[mask] takes
         if self._x is not None:
             return self._x[idx]
+        if idx.numel() == 0:
+            return torch.empty(*idx.shape, *self.shape)
         flat = self.source.read(self.positions[idx.reshape(-1)])
         return flat.view(*idx.shape, *flat.shape[1:])
 
