@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -318,6 +319,60 @@ def test_a_block_in_another_thread_keeps_the_layout_until_the_last_block_ends() 
         t.join(60)
     assert all(torch.equal(a, alone) for a in answers)  # every concurrent query: the bits of a query alone
     assert all(w.is_contiguous() for w in convs)
+
+
+class _Gate(nn.Module):
+    """Orders two threads' forward passes: "first" waits here until "second" has arrived, "second" until
+    ``first_done`` is set (after the first's whole call has returned)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_arrived, self.second_arrived, self.first_done = (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = threading.current_thread().name
+        if name == "first":
+            self.first_arrived.set()
+            assert self.second_arrived.wait(30)
+        elif name == "second":
+            self.second_arrived.set()
+            assert self.first_done.wait(30)
+        return x
+
+
+def test_a_concurrent_call_ending_first_leaves_the_other_in_eval_mode() -> None:
+    """encode switched a model to eval and back per call: of two threads on a model in training mode, the one
+    that began first and ended first put it back in training mode under the other's forward pass (batch
+    statistics of the batch, running statistics updated), and the other then left it in eval mode for good."""
+    from ownmark.models import encode
+
+    gate = _Gate()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), gate, nn.BatchNorm2d(4), nn.Flatten())
+    x = torch.rand(8, 3, 6, 6)
+    with torch.no_grad():
+        expected = net.eval()(x)
+    net.train()
+    stats = net[2].running_mean.clone()
+    got: dict[str, torch.Tensor] = {}
+
+    def first() -> None:
+        got["first"] = encode(net, x)
+        gate.first_done.set()
+
+    threads = [threading.Thread(target=first, name="first"),
+               threading.Thread(target=lambda: got.update(second=encode(net, x)), name="second")]  # fmt: skip
+    threads[0].start()
+    assert gate.first_arrived.wait(30)  # the first call is in eval mode, waiting at the gate, when the second begins
+    threads[1].start()
+    for t in threads:
+        t.join(30)
+    assert torch.allclose(got["first"], expected, atol=1e-6) and torch.allclose(got["second"], expected, atol=1e-6)
+    assert torch.equal(net[2].running_mean, stats)  # no batch statistics were taken
+    assert net.training and all(m.training for m in net.modules())  # the caller's mode, restored once
 
 
 def test_fcw_masking_zeroes_the_same_weights_in_either_layout() -> None:

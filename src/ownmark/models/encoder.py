@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,8 @@ def encode(
     encoder: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 512
 ) -> torch.Tensor:
     """Outputs (features, logits, images) of ``x`` (N, C, H, W) in eval mode without gradients, batched;
-    the model's mode is restored (any batch function works too). Inside :func:`inference_on` the model
-    answers on that device.
+    the model's mode is restored (any batch function works too), once the last of several concurrent calls on
+    it (threads) ends. Inside :func:`inference_on` the model answers on that device.
 
     On the CPU, a convolutional model built from library modules answers in the channels-last memory
     layout (its weights and the images, for the call only, through :func:`ownmark.models.cpu_channels_last`),
@@ -160,10 +161,7 @@ def encode(
     (|diff| ~ 1e-7), the same order as a change of thread count. A user's own module answers in the
     default layout (it may ``.view`` an activation)."""
     module = encoder if isinstance(encoder, nn.Module) else None
-    was_training = module is not None and module.training
-    if module is not None:
-        module.eval()
-    try:
+    with _in_eval(module):
         with on_inference_device(encoder) as device:
             if device is not None:
                 return torch.cat([
@@ -174,9 +172,33 @@ def encode(
             if switched:
                 x = x.to(memory_format=torch.channels_last)
             return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+# modules some encode() holds in eval mode, by id: [holders, the mode to restore]. The first holder records the
+# mode and switches to eval, the last restores it: a call in another thread never puts the module back in
+# training mode (batch-norm statistics of the batch, and updated) while one is still running.
+_EVAL_HOLDERS: dict[int, list] = {}
+_EVAL_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _in_eval(module: nn.Module | None) -> Iterator[None]:
+    if module is None:
+        yield
+        return
+    with _EVAL_LOCK:
+        entry = _EVAL_HOLDERS.setdefault(id(module), [0, module.training])
+        if entry[0] == 0:
+            module.eval()
+        entry[0] += 1
+    try:
+        yield
     finally:
-        if module is not None:
-            module.train(was_training)
+        with _EVAL_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _EVAL_HOLDERS[id(module)]
+                module.train(entry[1])
 
 
 def encode_set(
