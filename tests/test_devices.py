@@ -155,3 +155,46 @@ def test_an_inference_device_belongs_to_the_thread_that_set_it() -> None:
         assert inference_device() == torch.device("meta")
     assert inference_device() is None
     assert seen == {"other, inside": torch.device("meta"), "other, after": None}
+
+
+class _Recorder(torch.nn.Module):
+    """Records where it is sent instead of going (no GPU needed to test who moves a model when)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.moves: list[str] = []
+
+    def to(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        self.moves.append(str(args[0]))
+        return self
+
+
+def test_a_model_verified_in_two_threads_on_a_device_stays_there_until_both_end() -> None:
+    """Each call moved the model to the device and back: the call that ended first sent it home under the
+    other's forward pass (a CUDA batch against CPU weights). The first call moves it, the last sends it home."""
+    import threading
+
+    from ownmark.models.encoder import on_inference_device
+
+    model = _Recorder()
+    first_in, first_out, seen = threading.Event(), threading.Event(), {}
+
+    def first() -> None:
+        with inference_on("meta"), on_inference_device(model) as device:
+            seen["first"] = device
+            first_in.set()
+            assert seen_second.wait(30)
+        first_out.set()
+
+    seen_second = threading.Event()
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(30)
+    with inference_on("meta"), on_inference_device(model) as device:
+        seen["second"] = device
+        seen_second.set()
+        assert first_out.wait(30)
+        assert model.moves == ["meta"]  # the first call has ended and left the model where this one runs it
+    thread.join(30)
+    assert model.moves == ["meta", "cpu"] and seen == {"first": torch.device("meta"), "second": torch.device("meta")}

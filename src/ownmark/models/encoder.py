@@ -130,20 +130,52 @@ def engine_device(accelerator: str) -> torch.device:
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
+class _Holders:
+    """Per-module counts of the calls holding a module in a changed state (eval mode, another device): the
+    first call changes it and keeps how to undo that, the last undoes it. Calls on one module from several
+    threads then never see another call's undo under their own forward pass."""
+
+    def __init__(self) -> None:
+        self._lock, self._held = threading.Lock(), {}
+
+    @contextlib.contextmanager
+    def hold(self, module: nn.Module, change: Callable[[], tuple[Any, Callable[[], None]]]) -> Iterator[Any]:
+        """Run ``change`` (returning (state, undo)) if no call holds ``module``; yield the held state."""
+        with self._lock:
+            entry = self._held.get(id(module))
+            if entry is None:
+                entry = self._held[id(module)] = [0, *change()]
+            entry[0] += 1
+        try:
+            yield entry[1]
+        finally:
+            with self._lock:
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del self._held[id(module)]
+                    entry[2]()
+
+
+_ON_DEVICE, _IN_EVAL = _Holders(), _Holders()
+
+
 @contextlib.contextmanager
 def on_inference_device(model: object) -> Iterator[torch.device | None]:
-    """``model`` moved to :func:`inference_device` for the block (and back where it was after); yields
-    the device batches go to, or None to leave everything where it is."""
+    """``model`` moved to :func:`inference_device` for the block (and back where it was once the last
+    concurrent block on it ends); yields the device batches go to (the model's, where another thread's
+    block already moved it), or None to leave everything where it is."""
     device = inference_device()
     if device is None or not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         yield None
         return
-    home = next(model.parameters()).device
-    model.to(device)
-    try:
-        yield device
-    finally:
-        model.to(home)
+
+    def move() -> tuple[torch.device, Callable[[], None]]:
+        home = next(model.parameters()).device
+        model.to(device)
+        return device, lambda: model.to(home)
+
+    with _ON_DEVICE.hold(model, move) as held:
+        yield held
 
 
 @torch.no_grad()
@@ -174,31 +206,22 @@ def encode(
             return torch.cat([encoder(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-# modules some encode() holds in eval mode, by id: [holders, the mode to restore]. The first holder records the
-# mode and switches to eval, the last restores it: a call in another thread never puts the module back in
-# training mode (batch-norm statistics of the batch, and updated) while one is still running.
-_EVAL_HOLDERS: dict[int, list] = {}
-_EVAL_LOCK = threading.Lock()
-
-
 @contextlib.contextmanager
 def _in_eval(module: nn.Module | None) -> Iterator[None]:
+    """``module`` in eval mode for the block; its mode restored when the last concurrent block on it ends (a
+    call in another thread never puts it back in training mode, batch statistics taken and updated, under
+    this one's forward pass)."""
     if module is None:
         yield
         return
-    with _EVAL_LOCK:
-        entry = _EVAL_HOLDERS.setdefault(id(module), [0, module.training])
-        if entry[0] == 0:
-            module.eval()
-        entry[0] += 1
-    try:
+
+    def to_eval() -> tuple[None, Callable[[], None]]:
+        was = module.training
+        module.eval()
+        return None, lambda: module.train(was)
+
+    with _IN_EVAL.hold(module, to_eval):
         yield
-    finally:
-        with _EVAL_LOCK:
-            entry[0] -= 1
-            if entry[0] == 0:
-                del _EVAL_HOLDERS[id(module)]
-                module.train(entry[1])
 
 
 def encode_set(
