@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from ownmark.errors import ConfigError, KeyMismatchError
 from ownmark.models.classifier import _Block, build_classifier
+from ownmark.models.holders import Holders
 from ownmark.models.layout import cpu_channels_last
 from ownmark.models.store import load_model
 from ownmark.registry import Registry
@@ -130,33 +130,7 @@ def engine_device(accelerator: str) -> torch.device:
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
-class _Holders:
-    """Per-module counts of the calls holding a module in a changed state (eval mode, another device): the
-    first call changes it and keeps how to undo that, the last undoes it. Calls on one module from several
-    threads then never see another call's undo under their own forward pass."""
-
-    def __init__(self) -> None:
-        self._lock, self._held = threading.Lock(), {}
-
-    @contextlib.contextmanager
-    def hold(self, module: nn.Module, change: Callable[[], tuple[Any, Callable[[], None]]]) -> Iterator[Any]:
-        """Run ``change`` (returning (state, undo)) if no call holds ``module``; yield the held state."""
-        with self._lock:
-            entry = self._held.get(id(module))
-            if entry is None:
-                entry = self._held[id(module)] = [0, *change()]
-            entry[0] += 1
-        try:
-            yield entry[1]
-        finally:
-            with self._lock:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del self._held[id(module)]
-                    entry[2]()
-
-
-_ON_DEVICE, _IN_EVAL = _Holders(), _Holders()
+_ON_DEVICE, _IN_EVAL = Holders(), Holders()  # calls holding a model on a device, in eval mode
 
 
 @contextlib.contextmanager

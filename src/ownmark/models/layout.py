@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
 
+from ownmark.models.holders import Holders
+
 # module classes from these packages keep their activations layout-agnostic (no .view of a conv output)
 _LAYOUT_SAFE = ("torch.", "torchvision.", "timm.", "ownmark.", "lightly.", "kornia.")
-# how many open blocks (nested, or in other threads) hold each 4-d parameter channels-last, by id (a block
-# keeps its parameters alive, so an id is not reused while counted); the first switches it, the last puts it back
-_HOLDERS: dict[int, int] = {}
-_HOLDERS_LOCK = threading.Lock()
+# open blocks (nested, or in other threads) holding each 4-d parameter channels-last: the first switches it,
+# the last puts it back
+_CHANNELS_LAST = Holders()
 
 
 @contextmanager
@@ -51,21 +51,16 @@ def cpu_channels_last(*models: nn.Module | None, device: torch.device | str = "c
     """
     given = [m for m in models if m is not None]
     chosen = [m for m in given if _channels_last_ok(m)] if torch.device(device).type == "cpu" else []
-    held = list({id(p): p for m in chosen for p in m.parameters() if p.dim() == 4}.values())
-    with _HOLDERS_LOCK:
-        for p in held:
-            if not _HOLDERS.get(id(p)):
-                _relayout(p, torch.channels_last)
-            _HOLDERS[id(p)] = _HOLDERS.get(id(p), 0) + 1
-    try:
+    weights = {id(p): p for m in chosen for p in m.parameters() if p.dim() == 4}.values()
+    with ExitStack() as held:
+        for p in weights:
+            held.enter_context(_CHANNELS_LAST.hold(p, lambda p=p: _switch(p)))
         yield bool(given) and len(chosen) == len(given)
-    finally:
-        with _HOLDERS_LOCK:
-            for p in held:
-                if left := _HOLDERS.pop(id(p)) - 1:
-                    _HOLDERS[id(p)] = left
-                else:
-                    _relayout(p, torch.contiguous_format)
+
+
+def _switch(p: torch.Tensor) -> tuple[None, Callable[[], None]]:
+    _relayout(p, torch.channels_last)
+    return None, lambda: _relayout(p, torch.contiguous_format)
 
 
 def _relayout(p: torch.Tensor, layout: torch.memory_format) -> None:
