@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -31,16 +31,29 @@ class Holders:
     def hold(self, obj: object, change: Callable[[], tuple[Any, Callable[[], None]]]) -> Iterator[Any]:
         """Run ``change`` (it returns (state, undo)) unless a call holds ``obj`` already; yield the held
         state. The object is kept by id: it must stay alive while held (callers hold a reference)."""
+        with self.hold_each([obj], lambda _obj: change()) as (state,):
+            yield state
+
+    @contextlib.contextmanager
+    def hold_each(
+        self, objs: Iterable[object], change: Callable[[Any], tuple[Any, Callable[[], None]]]
+    ) -> Iterator[list[Any]]:
+        """:meth:`hold` for several objects under one lock (``change`` gets each object not yet held); yields
+        their held states in order."""
         with self._lock:
-            entry = self._held.get(id(obj))
-            if entry is None:
-                entry = self._held[id(obj)] = [0, *change()]
-            entry[0] += 1
+            entries = []
+            for obj in objs:
+                entry = self._held.get(id(obj))
+                if entry is None:
+                    entry = self._held[id(obj)] = [0, *change(obj), id(obj)]
+                entry[0] += 1
+                entries.append(entry)
         try:
-            yield entry[1]
+            yield [entry[1] for entry in entries]
         finally:
             with self._lock:
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del self._held[id(obj)]
-                    entry[2]()
+                for entry in reversed(entries):
+                    entry[0] -= 1
+                    if entry[0] == 0:
+                        del self._held[entry[3]]
+                        entry[2]()

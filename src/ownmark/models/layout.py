@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -52,9 +52,7 @@ def cpu_channels_last(*models: nn.Module | None, device: torch.device | str = "c
     given = [m for m in models if m is not None]
     chosen = [m for m in given if _channels_last_ok(m)] if torch.device(device).type == "cpu" else []
     weights = {id(p): p for m in chosen for p in m.parameters() if p.dim() == 4}.values()
-    with ExitStack() as held:
-        for p in weights:
-            held.enter_context(_CHANNELS_LAST.hold(p, lambda p=p: _switch(p)))
+    with _CHANNELS_LAST.hold_each(weights, _switch):
         yield bool(given) and len(chosen) == len(given)
 
 
