@@ -265,24 +265,31 @@ def test_inference_answers_for_a_users_module_that_views_its_activations() -> No
     assert torch.equal(predict_logits(user, x, batch_size=4), expected)  # the default layout: the same bits
 
 
-def test_a_few_images_are_answered_without_switching_the_layout() -> None:
+def test_a_few_images_of_a_large_model_are_answered_without_switching_the_layout(monkeypatch) -> None:
     """The switch copies every conv weight there and back: one image through a CPU ResNet-18 took 40 ms with
-    it against 18 ms without. Calls of fewer than CHANNELS_LAST_MIN_IMAGES images keep the default layout."""
+    it against 18 ms without. A call switches when it has an image per CHANNELS_LAST_WEIGHTS_PER_IMAGE conv
+    weight values (a ResNet-18 from 112 images, cnn2 or conv4 from one)."""
+    import ownmark.models.encoder as encoder_module
     from ownmark.models import encode
-    from ownmark.models.encoder import CHANNELS_LAST_MIN_IMAGES
 
     net = initial_model()
+    convs = sum(p.numel() for p in net.parameters() if p.dim() == 4)
+    monkeypatch.setattr(encoder_module, "CHANNELS_LAST_WEIGHTS_PER_IMAGE", convs // 8)  # a "large" model: 8+ images
     seen: list[bool] = []
     net[0].register_forward_pre_hook(
         lambda m, _x: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last))
     )
-    small, large = torch.rand(CHANNELS_LAST_MIN_IMAGES - 1, 3, 16, 16), torch.rand(CHANNELS_LAST_MIN_IMAGES, 3, 16, 16)
-    encode(net, small, batch_size=16)
-    assert seen == [False] * 4
+    small, large = torch.rand(7, 3, 16, 16), torch.rand(9, 3, 16, 16)
+    encode(net, small, batch_size=4)
+    assert seen == [False, False]
     seen.clear()
-    encode(net, large, batch_size=16)
-    assert seen == [True] * 4
+    encode(net, large, batch_size=4)
+    assert seen == [True] * 3
     assert torch.allclose(encode(net, small), encode(net, torch.cat([small, large]))[: len(small)], atol=1e-5)
+    monkeypatch.undo()
+    seen.clear()
+    encode(net, small[:1])  # the library's threshold: a small model switches for one image
+    assert seen == [True] and encoder_module.CHANNELS_LAST_WEIGHTS_PER_IMAGE >= convs
 
 
 def test_an_evaluation_inside_a_channels_last_block_keeps_the_blocks_layout() -> None:

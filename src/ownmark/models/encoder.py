@@ -130,8 +130,14 @@ def engine_device(accelerator: str) -> torch.device:
     return torch.device("mps" if accelerator == "mps" else "cpu")
 
 
-# calls of fewer images answer in the default layout on the CPU (see encode)
-CHANNELS_LAST_MIN_IMAGES = 64
+# a CPU call switches to channels-last when it has an image per this many conv weight values (see encode)
+CHANNELS_LAST_WEIGHTS_PER_IMAGE = 100_000
+
+
+def _conv_weights(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.dim() == 4)
+
+
 _ON_DEVICE, _IN_EVAL = Holders(), Holders()  # calls holding a model on a device, in eval mode
 
 
@@ -167,10 +173,11 @@ def encode(
     which runs the convolutions of this project's networks 2-2.5x faster here (cnn2, batch 50: 0.65 s vs
     1.6 s per 5,050 images, one thread). Outputs agree with the default layout to float rounding
     (|diff| ~ 1e-7), the same order as a change of thread count. A user's own module answers in the
-    default layout (it may ``.view`` an activation), and so does a call of fewer than
-    :data:`CHANNELS_LAST_MIN_IMAGES` images: switching copies every convolution weight there and back, which
-    costs more than it saves on a few images (ResNet-18, one thread: 19 ms per switch against an 18-ms
-    forward pass of one image; the switch paid for itself at 128 images, 1.42 s vs 1.73 s)."""
+    default layout (it may ``.view`` an activation), and so does a call of fewer images than one per
+    :data:`CHANNELS_LAST_WEIGHTS_PER_IMAGE` convolution weight values: switching copies every such weight
+    there and back, which costs more than it saves on a few images of a large model (ResNet-18, 11.2 M conv
+    weights, one thread: 19 ms per switch against an 18-ms forward pass of one image; the switch paid for
+    itself at 128 images, 1.42 s vs 1.73 s). It switches from 112 images there, from one for cnn2 or conv4."""
     module = encoder if isinstance(encoder, nn.Module) else None
     with _in_eval(module):
         with on_inference_device(encoder) as device:
@@ -179,7 +186,9 @@ def encode(
                     encoder(x[i : i + batch_size].to(device, non_blocking=True)).float().cpu()
                     for i in range(0, len(x), batch_size)
                 ])  # fmt: skip
-        worth = x.dim() == 4 and len(x) >= CHANNELS_LAST_MIN_IMAGES  # the switch copies every conv weight twice
+        worth = (
+            x.dim() == 4 and module is not None and len(x) * CHANNELS_LAST_WEIGHTS_PER_IMAGE >= _conv_weights(module)
+        )
         with cpu_channels_last(module if worth else None, device=x.device) as switched:
             if switched:
                 x = x.to(memory_format=torch.channels_last)
